@@ -1,0 +1,374 @@
+//! The engine: one node's protocol, composed from the wire, membership and timers.
+//!
+//! Inputs arrive through `handle_*` and the other `&mut self` methods, each with the time `now`.
+//! Outputs leave through [`Engine::poll_output`], and the next deadline through
+//! [`Engine::poll_timeout`]. The rule: after any input, drain `poll_output` until it returns
+//! `None`, act on every output in order, then wait for a datagram or the deadline.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Control;
+use crate::config::Config;
+use crate::id::{clip_name, Identity, NodeId};
+use crate::membership::{Member, MemberEvent, Membership};
+use crate::timer::TimerQueue;
+use crate::wire::{self, CounterBlock, FrameKind, Keyring, RejectReason, ReplayWindow};
+
+/// Most seed and discovered addresses kept for announcing.
+const MAX_SEEDS: usize = 256;
+
+/// What a node must keep on disk between runs, beside its node id.
+///
+/// The engine emits [`Output::Save`] whenever it changes; the driver must make it durable before
+/// acting on any later output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// No counter at or above this was ever used.
+    pub counter_limit: u64,
+    /// The highest identity generation ever used.
+    pub generation: u32,
+}
+
+/// Everything an engine starts from.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The persistent node id.
+    pub id: NodeId,
+    /// Human-readable name (clipped to [`crate::id::MAX_NAME_LEN`] bytes).
+    pub name: String,
+    /// Election priority.
+    pub priority: i32,
+    /// The address peers reach this node at.
+    pub addr: SocketAddr,
+    /// What the previous run saved (default for a new node).
+    pub saved: SavedState,
+    /// The group keys.
+    pub keyring: Keyring,
+    /// Timings.
+    pub config: Config,
+    /// Seed for every random choice the engine makes (the simulator replays runs with it).
+    pub seed: u64,
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send a datagram.
+    Transmit {
+        /// Destination.
+        to: SocketAddr,
+        /// The sealed datagram, at most [`wire::MAX_DATAGRAM`] bytes.
+        datagram: Vec<u8>,
+    },
+    /// Make this state durable before acting on any later output.
+    Save(SavedState),
+    /// Something happened that users or logs may want to know.
+    Event(Event),
+}
+
+/// A notable happening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The membership view changed.
+    Member(MemberEvent),
+    /// A datagram was dropped. Emitted at most once per reason per
+    /// [`Config::reject_log_interval`]; `suppressed` counts the drops not reported since.
+    Rejected {
+        /// Where it came from.
+        from: SocketAddr,
+        /// Why it was dropped.
+        reason: RejectReason,
+        /// Drops for the same reason not reported as events since the last one.
+        suppressed: u64,
+    },
+}
+
+/// Traffic counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams received, accepted or not.
+    pub datagrams_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Dropped datagrams by reason.
+    pub rejected: BTreeMap<RejectReason, u64>,
+}
+
+impl Stats {
+    /// Dropped datagrams for one reason.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected.get(&reason).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+enum Timer {
+    Swim(foca::Timer<Identity>),
+    Announce,
+}
+
+/// One node's protocol state machine. See the module docs for the driving rule.
+pub struct Engine {
+    config: Config,
+    keyring: Keyring,
+    counter: CounterBlock,
+    saved: SavedState,
+    membership: Membership,
+    windows: HashMap<NodeId, ReplayWindow>,
+    seeds: Vec<SocketAddr>,
+    timers: TimerQueue<Timer>,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+    reject_log: HashMap<RejectReason, (Option<Instant>, u64)>,
+}
+
+impl Engine {
+    /// Starts a node. Its first output is a [`Output::Save`] reserving counters for this run.
+    pub fn new(setup: Setup, now: Instant) -> Engine {
+        let generation = setup.saved.generation.wrapping_add(1);
+        let identity = Identity {
+            id: setup.id,
+            addr: setup.addr,
+            generation,
+            priority: setup.priority,
+            name: clip_name(&setup.name),
+        };
+        let counter = CounterBlock {
+            next: setup.saved.counter_limit,
+            limit: setup.saved.counter_limit.saturating_add(CounterBlock::SIZE),
+        };
+        let saved = SavedState {
+            counter_limit: counter.limit,
+            generation,
+        };
+        let mut engine = Engine {
+            membership: Membership::new(identity, &setup.config, setup.seed),
+            config: setup.config,
+            keyring: setup.keyring,
+            counter,
+            saved,
+            windows: HashMap::new(),
+            seeds: Vec::new(),
+            timers: TimerQueue::default(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+            reject_log: HashMap::new(),
+        };
+        engine.outputs.push_back(Output::Save(saved));
+        engine
+            .timers
+            .push(now + engine.config.announce_period, Timer::Announce);
+        engine
+    }
+
+    /// This node's current identity.
+    pub fn identity(&self) -> &Identity {
+        self.membership.identity()
+    }
+
+    /// Every member once, this node included, sorted by id.
+    pub fn members(&self) -> Vec<Member> {
+        self.membership.members()
+    }
+
+    /// Traffic and rejection counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether [`Engine::leave`] was called.
+    pub fn is_leaving(&self) -> bool {
+        self.membership.is_leaving()
+    }
+
+    /// Handles a datagram received from `from`. Never panics, whatever the bytes.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += datagram.len() as u64;
+        let opened = match wire::open(&self.keyring, datagram) {
+            Ok(opened) => opened,
+            Err(reason) => return self.reject(now, from, reason),
+        };
+        if opened.sender == self.identity().id {
+            return; // our own datagram, looped back through a seed or multicast
+        }
+        if !self.windows.entry(opened.sender).or_default().accept(opened.counter) {
+            return self.reject(now, from, RejectReason::Replay);
+        }
+        match opened.kind {
+            FrameKind::Swim => {
+                if let Err(foca::Error::Decode(_) | foca::Error::MalformedPacket) =
+                    self.membership.handle_packet(&opened.payload)
+                {
+                    self.reject(now, from, RejectReason::Malformed);
+                }
+            }
+            FrameKind::Control => match Control::decode(&opened.payload) {
+                Ok(control) => self.handle_control(control),
+                Err(_) => self.reject(now, from, RejectReason::Malformed),
+            },
+        }
+        self.flush(now);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Swim(t) => self.membership.handle_timer(t),
+                Timer::Announce => {
+                    self.announce_to_seeds();
+                    self.timers
+                        .push(now + self.config.announce_period, Timer::Announce);
+                }
+            }
+            self.flush(now);
+        }
+    }
+
+    /// The next instant [`Engine::handle_timeout`] must be called at.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Adds an address to join through (a static seed or an mDNS hit); announces to it now and
+    /// again every [`Config::announce_period`] while no live member answers there.
+    pub fn add_seed(&mut self, now: Instant, addr: SocketAddr) {
+        if !self.seeds.contains(&addr) {
+            if self.seeds.len() >= MAX_SEEDS {
+                self.seeds.remove(0);
+            }
+            self.seeds.push(addr);
+        }
+        if !self.is_leaving() && addr != self.identity().addr {
+            self.membership.announce(addr);
+            self.flush(now);
+        }
+    }
+
+    /// Stops announcing to an address (an mDNS record went away).
+    pub fn remove_seed(&mut self, addr: SocketAddr) {
+        self.seeds.retain(|a| *a != addr);
+    }
+
+    /// This node is now reachable at `addr`: take the next generation and tell the group.
+    pub fn set_addr(&mut self, now: Instant, addr: SocketAddr) {
+        if addr == self.identity().addr || self.is_leaving() {
+            return;
+        }
+        self.membership.change_addr(addr);
+        self.flush(now);
+    }
+
+    /// Leaves the group on purpose: every live member is told directly, then foca gossips it.
+    pub fn leave(&mut self, now: Instant) {
+        if self.is_leaving() {
+            return;
+        }
+        let identity = self.identity().clone();
+        let peers = self.membership.leave();
+        let goodbye = Control::Leave { identity }.encode();
+        // Twice, so that one lost datagram does not turn a leave into a `down`.
+        for _ in 0..2 {
+            for peer in &peers {
+                self.transmit(peer.addr, FrameKind::Control, &goodbye);
+            }
+        }
+        self.flush(now);
+    }
+
+    fn handle_control(&mut self, control: Control) {
+        match control {
+            Control::Leave { identity } => self.membership.handle_leave(identity),
+        }
+    }
+
+    fn announce_to_seeds(&mut self) {
+        if self.is_leaving() {
+            return;
+        }
+        let own = self.identity().addr;
+        let quiet: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .copied()
+            .filter(|a| *a != own && !self.membership.has_live_member_at(*a))
+            .collect();
+        for addr in quiet {
+            self.membership.announce(addr);
+        }
+    }
+
+    /// Moves what membership produced into outputs and timers.
+    fn flush(&mut self, now: Instant) {
+        while let Some((to, packet)) = self.membership.poll_send() {
+            self.transmit(to.addr, FrameKind::Swim, &packet);
+        }
+        while let Some((after, timer)) = self.membership.poll_timer() {
+            self.timers.push(now + after, Timer::Swim(timer));
+        }
+        while let Some(event) = self.membership.poll_event() {
+            if let MemberEvent::SelfRenewed(identity) = &event {
+                self.saved.generation = self.saved.generation.max(identity.generation);
+                self.outputs.push_back(Output::Save(self.saved));
+            }
+            self.outputs.push_back(Output::Event(Event::Member(event)));
+        }
+    }
+
+    fn transmit(&mut self, to: SocketAddr, kind: FrameKind, payload: &[u8]) {
+        if payload.len() > wire::MAX_PAYLOAD {
+            debug_assert!(false, "payload of {} bytes", payload.len());
+            return;
+        }
+        if self.counter.next.saturating_add(CounterBlock::SIZE / 2) >= self.counter.limit {
+            self.counter.limit = self.counter.limit.saturating_add(CounterBlock::SIZE);
+            self.saved.counter_limit = self.counter.limit;
+            self.outputs.push_back(Output::Save(self.saved));
+        }
+        let counter = self.counter.next;
+        self.counter.next += 1;
+        let datagram = wire::seal(
+            self.keyring.primary(),
+            self.identity().id,
+            counter,
+            kind,
+            payload,
+        );
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += datagram.len() as u64;
+        self.outputs.push_back(Output::Transmit { to, datagram });
+    }
+
+    fn reject(&mut self, now: Instant, from: SocketAddr, reason: RejectReason) {
+        *self.stats.rejected.entry(reason).or_default() += 1;
+        let interval = self.config.reject_log_interval;
+        let entry = self.reject_log.entry(reason).or_insert((None, 0));
+        if entry.0.is_none_or(|last| now.duration_since(last) >= interval) {
+            let suppressed = entry.1;
+            *entry = (Some(now), 0);
+            self.outputs.push_back(Output::Event(Event::Rejected {
+                from,
+                reason,
+                suppressed,
+            }));
+        } else {
+            entry.1 += 1;
+        }
+    }
+}

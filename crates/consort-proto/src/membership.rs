@@ -1,0 +1,257 @@
+//! Membership: who is in the group and whether they are alive, through foca's SWIM.
+//!
+//! foca decides alive, suspect and down. Around it this module adds what foca lacks: a graceful
+//! `left` state (a node that says goodbye is not a failure), a view that lists every member once by
+//! node id whatever its generation, and events named in Consort's terms.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::id::{Identity, NodeId};
+
+type Swim = Foca<Identity, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+/// A member's liveness as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; declared down unless it refutes in time.
+    Suspect,
+    /// Failed: stopped answering without saying goodbye.
+    Down,
+    /// Stopped on purpose.
+    Left,
+}
+
+impl MemberState {
+    /// The lowercase name used in APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+            MemberState::Left => "left",
+        }
+    }
+
+    /// Alive or suspect: still counted as part of the group.
+    pub fn is_live(self) -> bool {
+        matches!(self, MemberState::Alive | MemberState::Suspect)
+    }
+}
+
+/// One entry of the membership view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The member's current identity.
+    pub identity: Identity,
+    /// Its state.
+    pub state: MemberState,
+    /// Whether this entry is the local node.
+    pub is_self: bool,
+}
+
+/// A change in the membership view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberEvent {
+    /// A member became alive (joined, restarted, or recovered).
+    Up(Identity),
+    /// A member was declared down.
+    Down(Identity),
+    /// A member left gracefully.
+    Left(Identity),
+    /// A live member appeared with a newer identity (restart or address change).
+    Renamed {
+        /// The identity it had.
+        from: Identity,
+        /// The identity it has now.
+        to: Identity,
+    },
+    /// This node took a new identity (address change, or rejoin after being declared down).
+    SelfRenewed(Identity),
+}
+
+/// The membership state machine: foca plus the `left` overlay.
+pub(crate) struct Membership {
+    swim: Swim,
+    runtime: AccumulatingRuntime<Identity>,
+    /// Generation announced as leaving, per node.
+    left: HashMap<NodeId, u32>,
+    events: VecDeque<MemberEvent>,
+    leaving: bool,
+}
+
+impl Membership {
+    pub(crate) fn new(identity: Identity, config: &Config, seed: u64) -> Membership {
+        Membership {
+            swim: Foca::new(
+                identity,
+                config.foca(),
+                StdRng::seed_from_u64(seed),
+                PostcardCodec,
+            ),
+            runtime: AccumulatingRuntime::new(),
+            left: HashMap::new(),
+            events: VecDeque::new(),
+            leaving: false,
+        }
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        self.swim.identity()
+    }
+
+    /// Feeds a SWIM packet. An error means the packet was not applied.
+    pub(crate) fn handle_packet(&mut self, packet: &[u8]) -> Result<(), foca::Error> {
+        let result = self.swim.handle_data(packet, &mut self.runtime);
+        self.collect_notifications();
+        result
+    }
+
+    pub(crate) fn handle_timer(&mut self, timer: foca::Timer<Identity>) {
+        // A timer error only means the timer was stale; foca has already ignored it.
+        let _ = self.swim.handle_timer(timer, &mut self.runtime);
+        self.collect_notifications();
+    }
+
+    /// Asks the node at `addr` (whose identity may be unknown) to let us in.
+    pub(crate) fn announce(&mut self, addr: SocketAddr) {
+        let _ = self
+            .swim
+            .announce(Identity::placeholder(addr), &mut self.runtime);
+    }
+
+    /// Whether some live member is reachable at `addr`.
+    pub(crate) fn has_live_member_at(&self, addr: SocketAddr) -> bool {
+        self.swim.iter_members().any(|m| m.id().addr == addr)
+    }
+
+    /// Takes a new identity at `addr` and tells the group.
+    pub(crate) fn change_addr(&mut self, addr: SocketAddr) -> Identity {
+        let next = self.identity().next_generation(addr);
+        let _ = self.swim.change_identity(next.clone(), &mut self.runtime);
+        self.collect_notifications();
+        self.events.push_back(MemberEvent::SelfRenewed(next.clone()));
+        next
+    }
+
+    /// Declares this node gone; returns the live members that should hear it directly.
+    pub(crate) fn leave(&mut self) -> Vec<Identity> {
+        let live: Vec<Identity> = self.swim.iter_members().map(|m| m.id().clone()).collect();
+        self.leaving = true;
+        let _ = self.swim.leave_cluster(&mut self.runtime);
+        self.collect_notifications();
+        live
+    }
+
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Applies a member's goodbye: it is shown as `left`, and foca marks it down at once.
+    pub(crate) fn handle_leave(&mut self, identity: Identity) {
+        if identity.id == self.identity().id {
+            return;
+        }
+        let stale = self.left.get(&identity.id).is_some_and(|&g| g >= identity.generation);
+        if stale {
+            return;
+        }
+        self.left.insert(identity.id, identity.generation);
+        let down = foca::Member::new(identity.clone(), Default::default(), foca::State::Down);
+        let _ = self
+            .swim
+            .apply_many(std::iter::once(down), true, &mut self.runtime);
+        // foca reports MemberDown, which `collect_notifications` turns into Left.
+        self.collect_notifications();
+    }
+
+    /// Every member once by node id (self included), with its latest identity.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let mut by_id: HashMap<NodeId, Member> = HashMap::new();
+        for m in self.swim.iter_membership_state() {
+            let identity = m.id().clone();
+            let state = self.state_of(&identity, m.state());
+            let entry = Member {
+                identity,
+                state,
+                is_self: false,
+            };
+            match by_id.get(&entry.identity.id) {
+                Some(existing) if existing.identity.generation >= entry.identity.generation => {}
+                _ => {
+                    by_id.insert(entry.identity.id, entry);
+                }
+            }
+        }
+        let me = self.identity().clone();
+        by_id.insert(
+            me.id,
+            Member {
+                identity: me,
+                state: if self.leaving {
+                    MemberState::Left
+                } else {
+                    MemberState::Alive
+                },
+                is_self: true,
+            },
+        );
+        let mut members: Vec<Member> = by_id.into_values().collect();
+        members.sort_by_key(|m| m.identity.id);
+        members
+    }
+
+    fn state_of(&self, identity: &Identity, state: foca::State) -> MemberState {
+        match state {
+            foca::State::Alive => MemberState::Alive,
+            foca::State::Suspect => MemberState::Suspect,
+            foca::State::Down if self.has_left(identity) => MemberState::Left,
+            foca::State::Down => MemberState::Down,
+        }
+    }
+
+    fn has_left(&self, identity: &Identity) -> bool {
+        self.left.get(&identity.id) == Some(&identity.generation)
+    }
+
+    /// Next SWIM packet to send.
+    pub(crate) fn poll_send(&mut self) -> Option<(Identity, Bytes)> {
+        self.runtime.to_send()
+    }
+
+    /// Next timer foca wants, as a delay from now.
+    pub(crate) fn poll_timer(&mut self) -> Option<(Duration, foca::Timer<Identity>)> {
+        self.runtime.to_schedule()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<MemberEvent> {
+        self.events.pop_front()
+    }
+
+    fn collect_notifications(&mut self) {
+        while let Some(n) = self.runtime.to_notify() {
+            let event = match n {
+                OwnedNotification::MemberUp(id) => MemberEvent::Up(id),
+                OwnedNotification::MemberDown(id) if self.has_left(&id) => MemberEvent::Left(id),
+                OwnedNotification::MemberDown(id) => MemberEvent::Down(id),
+                OwnedNotification::Rename(from, to) => MemberEvent::Renamed { from, to },
+                OwnedNotification::Rejoin(id) => MemberEvent::SelfRenewed(id),
+                _ => continue,
+            };
+            self.events.push_back(event);
+        }
+    }
+}
