@@ -125,7 +125,8 @@ pub struct Engine {
     saved: SavedState,
     membership: Membership,
     windows: HashMap<NodeId, ReplayWindow>,
-    seeds: Vec<SocketAddr>,
+    /// Addresses to join through, with the node expected there when known (mDNS says).
+    seeds: Vec<(SocketAddr, Option<NodeId>)>,
     timers: TimerQueue<Timer>,
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -246,24 +247,46 @@ impl Engine {
         self.outputs.pop_front()
     }
 
-    /// Adds an address to join through (a static seed or an mDNS hit); announces to it now and
-    /// again every [`Config::announce_period`] while no live member answers there.
+    /// Adds an address to join through (a static seed); announces to it now and again every
+    /// [`Config::announce_period`] while no live member answers there.
     pub fn add_seed(&mut self, now: Instant, addr: SocketAddr) {
-        if !self.seeds.contains(&addr) {
-            if self.seeds.len() >= MAX_SEEDS {
-                self.seeds.remove(0);
-            }
-            self.seeds.push(addr);
-        }
-        if !self.is_leaving() && addr != self.identity().addr {
-            self.membership.announce(addr);
-            self.flush(now);
+        self.remember_seed(now, addr, None);
+    }
+
+    /// Adds an address where node `id` was discovered (mDNS); announced to like a seed while
+    /// that node is not a live member.
+    pub fn add_discovered(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+        if id != self.identity().id {
+            self.remember_seed(now, addr, Some(id));
         }
     }
 
     /// Stops announcing to an address (an mDNS record went away).
     pub fn remove_seed(&mut self, addr: SocketAddr) {
-        self.seeds.retain(|a| *a != addr);
+        self.seeds.retain(|(a, _)| *a != addr);
+    }
+
+    fn remember_seed(&mut self, now: Instant, addr: SocketAddr, id: Option<NodeId>) {
+        match self.seeds.iter_mut().find(|(a, _)| *a == addr) {
+            Some(seed) => seed.1 = id.or(seed.1),
+            None => {
+                if self.seeds.len() >= MAX_SEEDS {
+                    self.seeds.remove(0);
+                }
+                self.seeds.push((addr, id));
+            }
+        }
+        if self.should_announce(addr, id) {
+            self.membership.announce(addr);
+            self.flush(now);
+        }
+    }
+
+    fn should_announce(&self, addr: SocketAddr, id: Option<NodeId>) -> bool {
+        !self.is_leaving()
+            && addr != self.identity().addr
+            && !self.membership.has_live_member_at(addr)
+            && !id.is_some_and(|id| self.membership.is_live(id))
     }
 
     /// This node is now reachable at `addr`: take the next generation and tell the group.
@@ -299,15 +322,11 @@ impl Engine {
     }
 
     fn announce_to_seeds(&mut self) {
-        if self.is_leaving() {
-            return;
-        }
-        let own = self.identity().addr;
         let quiet: Vec<SocketAddr> = self
             .seeds
             .iter()
-            .copied()
-            .filter(|a| *a != own && !self.membership.has_live_member_at(*a))
+            .filter(|(addr, id)| self.should_announce(*addr, *id))
+            .map(|(addr, _)| *addr)
             .collect();
         for addr in quiet {
             self.membership.announce(addr);

@@ -138,6 +138,11 @@ impl Membership {
         self.swim.iter_members().any(|m| m.id().addr == addr)
     }
 
+    /// Whether node `id` is a live member (alive or suspect).
+    pub(crate) fn is_live(&self, id: NodeId) -> bool {
+        self.swim.iter_members().any(|m| m.id().id == id)
+    }
+
     /// Takes a new identity at `addr` and tells the group.
     pub(crate) fn change_addr(&mut self, addr: SocketAddr) -> Identity {
         let next = self.identity().next_generation(addr);

@@ -1,1 +1,32 @@
+//! Consort: keep a group of devices or program instances in sync, peer to peer, with no broker.
+//!
+//! This crate is the library people embed: it runs the `consort-proto` state machine on tokio
+//! (UDP socket, timers), discovers peers over mDNS and seeds, and keeps the node's identity in
+//! its data dir.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use consort::{Node, NodeConfig};
+//!
+//! let node = Node::start(NodeConfig::new("/var/lib/consort", "home", "the group secret, 16+ bytes")).await?;
+//! for member in node.members().await {
+//!     println!("{} {} {:?}", member.identity.id, member.identity.addr, member.state);
+//! }
+//! node.leave().await;
+//! # Ok(()) }
+//! ```
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod data_dir;
+pub mod discovery;
+mod driver;
+mod net;
+mod node;
+
+pub use consort_proto::{
+    Event, Identity, Member, MemberEvent, MemberState, NodeId, RejectReason, Stats,
+};
+pub use data_dir::{DataDir, DataDirError, Ports};
+pub use node::{Node, NodeConfig, StartError, Status, DEFAULT_GROUP_PORT};

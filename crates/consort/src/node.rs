@@ -1,0 +1,244 @@
+//! The `Node` handle: start a node, ask it about the group, stop it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use consort_proto::wire::SecretError;
+use consort_proto::{Config, Engine, Event, Identity, Keyring, Member, NodeId, Setup, Stats};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::data_dir::{DataDir, DataDirError, Ports};
+use crate::discovery::Discovery;
+use crate::driver::{Command, Driver};
+use crate::net;
+
+/// The default group port (UDP datagrams, TCP streams).
+pub const DEFAULT_GROUP_PORT: u16 = 7470;
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where the node keeps its identity and state.
+    pub data_dir: PathBuf,
+    /// The group name: nodes join only nodes of the same group and secret.
+    pub group: String,
+    /// Group secrets; the first seals what this node sends, all are accepted.
+    pub secrets: Vec<String>,
+    /// Where to listen for the group protocol.
+    pub bind: SocketAddr,
+    /// If the bind port is busy, take a free one instead of failing.
+    pub any_port_if_busy: bool,
+    /// Addresses of nodes to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Advertise and discover over mDNS.
+    pub mdns: bool,
+    /// Human-readable name; defaults to the host name and the start of the node id.
+    pub name: Option<String>,
+    /// Election priority (higher leads in `ranked` mode).
+    pub priority: i32,
+    /// Protocol timings.
+    pub protocol: Config,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults: port 7470 on every interface (or any free port when
+    /// busy), mDNS on, no seeds.
+    pub fn new(data_dir: impl Into<PathBuf>, group: &str, secret: &str) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            group: group.to_string(),
+            secrets: vec![secret.to_string()],
+            bind: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GROUP_PORT)),
+            any_port_if_busy: true,
+            seeds: Vec::new(),
+            mdns: true,
+            name: None,
+            priority: 0,
+            protocol: Config::default(),
+        }
+    }
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data dir could not be opened, locked or read.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// A group secret is unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The group port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The group name is empty or too long.
+    #[error("the group name must be 1 to 64 bytes, got {0}")]
+    Group(usize),
+}
+
+/// What a node knows at one instant.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// Its own identity.
+    pub identity: Identity,
+    /// Every member once, itself included.
+    pub members: Vec<Member>,
+    /// Traffic and rejection counters.
+    pub stats: Stats,
+}
+
+/// A running node. Cheap to share behind an `Arc`; stop it with [`Node::leave`].
+pub struct Node {
+    id: NodeId,
+    local_addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    data_dir: Arc<DataDir>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Opens the data dir, binds the group port, and starts joining the group.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        if config.group.is_empty() || config.group.len() > 64 {
+            return Err(StartError::Group(config.group.len()));
+        }
+        let keyring = Keyring::from_secrets(&config.secrets, &config.group)?;
+        let data_dir = Arc::new(DataDir::open(&config.data_dir)?);
+        let id = data_dir.node_id()?;
+        let saved = data_dir.saved_state()?;
+        let socket = net::bind_udp(config.bind, config.any_port_if_busy)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local_addr = socket.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        data_dir.write_ports(&Ports {
+            group: local_addr.port(),
+            api: None,
+        })?;
+        let now = Instant::now();
+        let mut engine = Engine::new(
+            Setup {
+                id,
+                name: config.name.clone().unwrap_or_else(|| default_name(id)),
+                priority: config.priority,
+                addr: net::advertised_addr(local_addr, &config.seeds),
+                saved,
+                keyring,
+                config: config.protocol.clone(),
+                seed: rand::random(),
+            },
+            now,
+        );
+        for seed in &config.seeds {
+            engine.add_seed(now, *seed);
+        }
+        let (sightings_tx, sightings) = mpsc::channel(64);
+        let discovery = if config.mdns {
+            match Discovery::start(id, &config.group, local_addr.port(), sightings_tx) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!("mDNS discovery is off: {e}; only seeds will be used");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (commands, command_rx) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(1024);
+        let driver = Driver::new(
+            engine,
+            socket,
+            local_addr,
+            config.seeds.clone(),
+            data_dir.clone(),
+            events.clone(),
+            discovery,
+        );
+        let task = tokio::spawn(driver.run(command_rx, sightings));
+        Ok(Node {
+            id,
+            local_addr,
+            commands,
+            events,
+            data_dir,
+            task: std::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// This node's persistent id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The local address of the group socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The data dir this node runs from.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    /// Membership, identity and counters, as the node sees them now.
+    ///
+    /// Returns `None` once the node has stopped.
+    pub async fn status(&self) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Every member once, this node included (empty once stopped).
+    pub async fn members(&self) -> Vec<Member> {
+        self.status().await.map(|s| s.members).unwrap_or_default()
+    }
+
+    /// Membership changes and rejected datagrams, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Adds a seed address at run time.
+    pub async fn add_seed(&self, addr: SocketAddr) {
+        let _ = self.commands.send(Command::AddSeed(addr)).await;
+    }
+
+    /// Leaves the group gracefully (peers show this node as `left`) and stops the node.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().expect("task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// `<hostname>-<first 4 hex digits of the id>`: readable, and distinct for nodes on one host.
+fn default_name(id: NodeId) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "consort".to_string());
+    format!("{host}-{}", &id.to_string()[..4])
+}
