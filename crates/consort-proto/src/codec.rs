@@ -11,6 +11,12 @@ use crate::id::Identity;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Control {
+    /// "Let me in": sent to a seed or discovered address whose node id is not known yet. The
+    /// receiver answers with a SWIM announce to the sender's identity, which foca accepts.
+    Hello {
+        /// The sender's identity.
+        identity: Identity,
+    },
     /// The sender is stopping on purpose: peers show it as `left`, not `down`.
     Leave {
         /// The identity that is leaving (its generation matters: a later one may already be back).

@@ -277,7 +277,7 @@ impl Engine {
             }
         }
         if self.should_announce(addr, id) {
-            self.membership.announce(addr);
+            self.say_hello(addr);
             self.flush(now);
         }
     }
@@ -317,8 +317,16 @@ impl Engine {
 
     fn handle_control(&mut self, control: Control) {
         match control {
+            Control::Hello { identity } => self.membership.announce_to(identity),
             Control::Leave { identity } => self.membership.handle_leave(identity),
         }
+    }
+
+    fn say_hello(&mut self, addr: SocketAddr) {
+        let hello = Control::Hello {
+            identity: self.identity().clone(),
+        };
+        self.transmit(addr, FrameKind::Control, &hello.encode());
     }
 
     fn announce_to_seeds(&mut self) {
@@ -329,7 +337,7 @@ impl Engine {
             .map(|(addr, _)| *addr)
             .collect();
         for addr in quiet {
-            self.membership.announce(addr);
+            self.say_hello(addr);
         }
     }
 

@@ -22,7 +22,7 @@ pub const MAX_NAME_LEN: usize = 64;
 pub struct NodeId(pub u64);
 
 impl NodeId {
-    /// The id used as a placeholder destination when announcing to an address whose node is unknown.
+    /// Reserved: never a real node.
     pub const UNKNOWN: NodeId = NodeId(0);
 
     /// Draws a fresh id from a random source; never returns [`NodeId::UNKNOWN`].
@@ -95,19 +95,6 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A destination for an announce to an address whose node is not known yet (a seed, an mDNS hit).
-    ///
-    /// Receivers ignore the destination identity of a packet, so the placeholder only routes it.
-    pub fn placeholder(addr: SocketAddr) -> Identity {
-        Identity {
-            id: NodeId::UNKNOWN,
-            addr,
-            generation: 0,
-            priority: 0,
-            name: String::new(),
-        }
-    }
-
     /// The same node one generation later, at `addr`.
     pub fn next_generation(&self, addr: SocketAddr) -> Identity {
         Identity {

@@ -126,11 +126,12 @@ impl Membership {
         self.collect_notifications();
     }
 
-    /// Asks the node at `addr` (whose identity may be unknown) to let us in.
-    pub(crate) fn announce(&mut self, addr: SocketAddr) {
-        let _ = self
-            .swim
-            .announce(Identity::placeholder(addr), &mut self.runtime);
+    /// Asks `identity` (learnt from its hello) to let us in; foca only accepts announces addressed
+    /// to the receiver's own node id.
+    pub(crate) fn announce_to(&mut self, identity: Identity) {
+        if identity.id != self.identity().id && !self.leaving {
+            let _ = self.swim.announce(identity, &mut self.runtime);
+        }
     }
 
     /// Whether some live member is reachable at `addr`.
