@@ -228,8 +228,14 @@ mod tests {
         fs::write(tmp.path().join("state.json"), "{").unwrap();
         let dir = DataDir::open(tmp.path()).unwrap();
         assert!(matches!(dir.node_id(), Err(DataDirError::Corrupt { .. })));
-        assert!(matches!(dir.saved_state(), Err(DataDirError::Corrupt { .. })));
-        assert_eq!(fs::read_to_string(tmp.path().join("node_id")).unwrap(), "not hex");
+        assert!(matches!(
+            dir.saved_state(),
+            Err(DataDirError::Corrupt { .. })
+        ));
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("node_id")).unwrap(),
+            "not hex"
+        );
     }
 
     #[test]
@@ -245,7 +251,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(tmp.path().join("secret")).unwrap().permissions().mode();
+            let mode = fs::metadata(tmp.path().join("secret"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -96,7 +96,7 @@ impl Driver {
                 Some(sighting) = sightings.recv() => self.handle_sighting(sighting),
                 _ = addr_check.tick(), if watch_addr => {
                     let addr = net::advertised_addr(self.bound, &self.seeds);
-                    if addr != self.engine.identity().addr {
+                    if let Some(addr) = addr.filter(|a| *a != self.engine.identity().addr) {
                         tracing::info!("address changed to {addr}");
                         self.engine.set_addr(Instant::now(), addr);
                     }

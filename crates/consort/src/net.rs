@@ -18,23 +18,23 @@ pub(crate) async fn bind_udp(addr: SocketAddr, fallback: bool) -> io::Result<Udp
     }
 }
 
-/// The address to advertise for a socket bound at `bound`.
+/// The address to advertise for a socket bound at `bound`, or `None` if no interface routes
+/// anywhere useful (no address yet, cable out).
 ///
 /// A specific bind IP is used as is. For a wildcard bind, the kernel's choice of source IP
 /// towards the first hint (a seed), else towards the mDNS group, names the interface peers reach;
 /// UDP `connect` only consults the routing table, it sends nothing.
-pub(crate) fn advertised_addr(bound: SocketAddr, hints: &[SocketAddr]) -> SocketAddr {
+pub(crate) fn advertised_addr(bound: SocketAddr, hints: &[SocketAddr]) -> Option<SocketAddr> {
     if !bound.ip().is_unspecified() {
-        return bound;
+        return Some(bound);
     }
-    let ip = hints
+    hints
         .iter()
         .copied()
         .chain([MDNS_V4])
         .filter(|h| h.is_ipv4() == bound.is_ipv4())
         .find_map(source_ip_towards)
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    SocketAddr::new(ip, bound.port())
+        .map(|ip| SocketAddr::new(ip, bound.port()))
 }
 
 fn source_ip_towards(target: SocketAddr) -> Option<IpAddr> {
@@ -56,7 +56,7 @@ mod tests {
     #[test]
     fn specific_bind_is_advertised_as_is() {
         let bound: SocketAddr = "127.0.0.1:7470".parse().unwrap();
-        assert_eq!(advertised_addr(bound, &[]), bound);
+        assert_eq!(advertised_addr(bound, &[]), Some(bound));
     }
 
     #[test]
@@ -65,7 +65,7 @@ mod tests {
         let seed: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(
             advertised_addr(bound, &[seed]),
-            "127.0.0.1:7470".parse().unwrap()
+            Some("127.0.0.1:7470".parse().unwrap())
         );
     }
 

@@ -136,7 +136,10 @@ impl Node {
                 id,
                 name: config.name.clone().unwrap_or_else(|| default_name(id)),
                 priority: config.priority,
-                addr: net::advertised_addr(local_addr, &config.seeds),
+                // With no routable interface yet, start on loopback; the driver moves to the
+                // real address as soon as one appears.
+                addr: net::advertised_addr(local_addr, &config.seeds)
+                    .unwrap_or_else(|| SocketAddr::new([127, 0, 0, 1].into(), local_addr.port())),
                 saved,
                 keyring,
                 config: config.protocol.clone(),

@@ -1,0 +1,174 @@
+//! The HTTP API the daemon serves (axum): JSON under `/v1`, Prometheus text under `/metrics`.
+//!
+//! Every error is a status code with `{"error": "..."}`. When a token is set, every request,
+//! unknown routes included, must carry `Authorization: Bearer TOKEN`.
+
+mod metrics;
+pub mod model;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use consort::Node;
+use tokio::net::TcpListener;
+
+use self::model::{DatagramCounts, MemberCounts, PeerBody, StatusBody};
+
+/// What the handlers share: the node and how to guard it.
+pub struct ApiState {
+    node: Arc<Node>,
+    group: String,
+    token: Option<String>,
+}
+
+impl ApiState {
+    /// The API of `node` in `group`, guarded by `token` when set.
+    pub fn new(node: Arc<Node>, group: String, token: Option<String>) -> ApiState {
+        ApiState { node, group, token }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(Arc::new(state)))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The routes, the JSON fallbacks and the token check.
+fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/metrics", get(prometheus))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// An error response: a status and `{"error": message}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.message }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = HeaderValue::from_static("Bearer");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+/// Lets a request through only with the right bearer token, when one is set.
+async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
+            let message = "missing or wrong API token (send Authorization: Bearer TOKEN)";
+            return ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The node's status, or 503 once it has stopped.
+async fn node_status(state: &ApiState) -> Result<consort::Status, ApiError> {
+    let stopped = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the node has stopped");
+    state.node.status().await.ok_or_else(stopped)
+}
+
+/// `GET /v1/status`.
+async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<StatusBody>, ApiError> {
+    let status = node_status(&state).await?;
+    Ok(Json(StatusBody::new(&status, &state.group)))
+}
+
+/// `GET /v1/peers`: every member, this node included.
+async fn peers(State(state): State<Arc<ApiState>>) -> Result<Json<Vec<PeerBody>>, ApiError> {
+    let status = node_status(&state).await?;
+    Ok(Json(status.members.iter().map(PeerBody::new).collect()))
+}
+
+/// `GET /metrics`.
+async fn prometheus(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let status = node_status(&state).await?;
+    let text = metrics::render(
+        &MemberCounts::new(&status.members),
+        &DatagramCounts::new(&status.stats),
+    );
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// Any route not listed.
+async fn not_found(request: Request) -> ApiError {
+    let message = format!(
+        "no such route: {} {}",
+        request.method(),
+        request.uri().path()
+    );
+    ApiError::new(StatusCode::NOT_FOUND, message)
+}
+
+/// A listed route asked with the wrong method.
+async fn method_not_allowed(request: Request) -> ApiError {
+    let message = format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    );
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(!same_secret(b"token", b"tokem"));
+        assert!(!same_secret(b"token", b"token2"));
+        assert!(!same_secret(b"", b"x"));
+    }
+}

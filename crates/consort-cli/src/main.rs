@@ -1,0 +1,37 @@
+//! `consort`: run a node of a Consort group (`up`) and talk to a running one.
+//!
+//! The daemon and the client commands share this one binary. Each subcommand lives in its own
+//! file under `cmd/`; the HTTP API the daemon serves is in `api/`, and the client side of it in
+//! `client`. Errors carry their exit code (see `exit`): 0 ok, 1 not found or refused, 2 usage.
+
+#![forbid(unsafe_code)]
+
+mod api;
+mod client;
+mod cmd;
+mod config;
+mod exit;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Keep devices or program instances in sync, peer to peer.
+#[derive(Debug, Parser)]
+#[command(name = "consort", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("consort: {}", exit::one_line(&err));
+            ExitCode::from(exit::code(&err))
+        }
+    }
+}

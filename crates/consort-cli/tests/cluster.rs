@@ -1,0 +1,146 @@
+//! Scenario: real `consort up` processes on loopback form a group through a seed, and a node
+//! with another secret is kept out (its datagrams are counted as rejected).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{poll, secret_file, unique_group, Daemon, UpArgs};
+use serde_json::Value;
+
+/// How long three nodes on loopback may take to see each other alive.
+const CONVERGENCE: Duration = Duration::from_secs(3);
+
+/// How long the foreign node is watched.
+const WATCH: Duration = Duration::from_secs(3);
+
+/// Starts `n` nodes of a new group, all seeded with the first; returns them and the group.
+fn cluster(dir: &std::path::Path, tag: &str, n: usize) -> (Vec<Daemon>, String) {
+    let group = unique_group(tag);
+    let secret = secret_file(dir, "secret", &"a".repeat(32));
+    let up = |seeds| UpArgs {
+        group: &group,
+        secret_file: Some(&secret),
+        seeds,
+        extra: vec![],
+    };
+    let (first, _) = Daemon::start(up(vec![]));
+    let seed = first.group_addr();
+    let mut nodes = vec![first];
+    let mut rest: Vec<Daemon> = (1..n).map(|_| Daemon::spawn(up(vec![seed]))).collect();
+    for node in &mut rest {
+        node.wait_ready();
+    }
+    nodes.extend(rest);
+    (nodes, group)
+}
+
+/// The (id, state) pairs of a peer list.
+fn states(peers: &[Value]) -> BTreeSet<(String, String)> {
+    peers
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every node lists exactly the ids in `ids`, all alive; returns the last lists.
+fn wait_all_alive(nodes: &[Daemon], ids: &BTreeSet<String>, timeout: Duration) -> Vec<Vec<Value>> {
+    let want: BTreeSet<(String, String)> =
+        ids.iter().map(|id| (id.clone(), "alive".into())).collect();
+    let mut last = Vec::new();
+    let converged = poll(timeout, || {
+        last = nodes
+            .iter()
+            .map(|n| n.peers().unwrap_or_default())
+            .collect();
+        last.iter().all(|peers| states(peers) == want).then_some(())
+    });
+    assert!(
+        converged.is_some(),
+        "not all alive within {timeout:?}: {last:#?}"
+    );
+    last
+}
+
+/// unknown_key + bad_tag rejections a node counted.
+fn foreign_rejections(node: &Daemon) -> u64 {
+    let status = node.status().expect("node answers");
+    let rejected = &status["datagrams"]["rejected"];
+    rejected["unknown_key"].as_u64().unwrap() + rejected["bad_tag"].as_u64().unwrap()
+}
+
+#[test]
+fn three_nodes_seeded_by_the_first_all_see_three_alive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (nodes, _) = cluster(tmp.path(), "three", 3);
+    let started = Instant::now();
+    let ids: BTreeSet<String> = nodes.iter().map(Daemon::id).collect();
+    assert_eq!(ids.len(), 3, "three distinct ids");
+    let lists = wait_all_alive(&nodes, &ids, CONVERGENCE);
+    for (node, peers) in nodes.iter().zip(&lists) {
+        assert_eq!(peers.len(), 3);
+        let me: Vec<&Value> = peers.iter().filter(|p| p["is_self"] == true).collect();
+        assert_eq!(me.len(), 1);
+        assert_eq!(me[0]["id"], node.id().as_str());
+        for peer in peers {
+            assert_eq!(peer["is_leader"], false);
+            assert!(peer["rtt_ms"].is_null() && peer["clock_offset_ms"].is_null());
+            assert_eq!(peer["services"], Value::Array(vec![]));
+        }
+        let status = node.status().unwrap();
+        assert_eq!(status["peers"], 2);
+        assert!(status["leader"].is_null());
+        assert_eq!(status["term"], 0);
+    }
+    eprintln!("three nodes converged in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_node_with_another_secret_never_joins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (nodes, group) = cluster(tmp.path(), "foreign", 3);
+    let ids: BTreeSet<String> = nodes.iter().map(Daemon::id).collect();
+    wait_all_alive(&nodes, &ids, CONVERGENCE);
+    let before: Vec<u64> = nodes.iter().map(foreign_rejections).collect();
+
+    let other_secret = secret_file(tmp.path(), "other", &"b".repeat(32));
+    let (foreign, _) = Daemon::start(UpArgs {
+        group: &group,
+        secret_file: Some(&other_secret),
+        seeds: nodes.iter().map(Daemon::group_addr).collect(),
+        extra: vec![],
+    });
+    let intruder = foreign.id();
+
+    let deadline = Instant::now() + WATCH;
+    while Instant::now() < deadline {
+        for node in &nodes {
+            let peers = node.peers().expect("node answers");
+            assert!(
+                peers.iter().all(|p| p["id"] != intruder.as_str()),
+                "foreign node {intruder} listed: {peers:#?}"
+            );
+            assert_eq!(peers.len(), 3);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alone = foreign.peers().expect("foreign node answers");
+    assert_eq!(
+        alone.len(),
+        1,
+        "the foreign node sees only itself: {alone:#?}"
+    );
+    for (node, before) in nodes.iter().zip(before) {
+        let after = foreign_rejections(node);
+        assert!(
+            after > before,
+            "rejections did not grow: {before} -> {after}"
+        );
+    }
+}
