@@ -18,7 +18,7 @@ pub const MAX_NAME_LEN: usize = 64;
 ///
 /// 64 bits keep the datagram header small (it is part of every nonce) while making a collision
 /// between the devices of one group vanishingly unlikely.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub u64);
 
 impl NodeId {
@@ -151,9 +151,18 @@ mod tests {
 
     #[test]
     fn node_id_rejects_bad_text() {
-        assert!(matches!("".parse::<NodeId>(), Err(ParseNodeIdError::Invalid(_))));
-        assert!(matches!("xyz".parse::<NodeId>(), Err(ParseNodeIdError::Invalid(_))));
-        assert!(matches!("0123456789abcdef0".parse::<NodeId>(), Err(ParseNodeIdError::Invalid(_))));
+        assert!(matches!(
+            "".parse::<NodeId>(),
+            Err(ParseNodeIdError::Invalid(_))
+        ));
+        assert!(matches!(
+            "xyz".parse::<NodeId>(),
+            Err(ParseNodeIdError::Invalid(_))
+        ));
+        assert!(matches!(
+            "0123456789abcdef0".parse::<NodeId>(),
+            Err(ParseNodeIdError::Invalid(_))
+        ));
         assert_eq!("0".parse::<NodeId>(), Err(ParseNodeIdError::Zero));
     }
 

@@ -54,6 +54,7 @@ pub mod config;
 mod engine;
 pub mod id;
 pub mod membership;
+pub mod replica;
 mod timer;
 pub mod wire;
 
