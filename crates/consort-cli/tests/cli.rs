@@ -4,16 +4,27 @@
 mod common;
 
 use std::net::TcpListener;
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use common::{
     assert_fails, http_get, poll, run, secret_file, stdout, unique_group, Daemon, UpArgs,
 };
 
+/// Runs `consort up` on loopback ports the OS picks, its API on `api`, to completion.
+fn run_up(api: &str, data: &Path, extra: &[&str]) -> Output {
+    let data = data.to_str().unwrap();
+    let mut args = vec!["up", "--no-mdns", "--bind", "127.0.0.1:0", "--api", api];
+    args.extend(["--data-dir", data]);
+    args.extend(extra);
+    run(&args)
+}
+
 #[test]
 fn up_without_a_secret_creates_one_and_prints_how_to_join() {
     let group = unique_group("hint");
-    let (node, _) = Daemon::start(UpArgs {
+    let node = Daemon::start(UpArgs {
         group: &group,
         secret_file: None,
         seeds: vec![],
@@ -40,18 +51,11 @@ fn a_short_secret_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let short = secret_file(tmp.path(), "short", "tooshort");
     let data = tmp.path().join("data");
-    let output = run(&[
-        "up",
-        "--no-mdns",
-        "--bind",
+    let output = run_up(
         "127.0.0.1:0",
-        "--api",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--secret-file",
-        short.to_str().unwrap(),
-    ]);
+        &data,
+        &["--secret-file", short.to_str().unwrap()],
+    );
     assert_fails(&output, 2, "at least 16");
 }
 
@@ -59,16 +63,7 @@ fn a_short_secret_is_refused() {
 fn an_api_beyond_loopback_needs_a_token() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let output = run(&[
-        "up",
-        "--no-mdns",
-        "--bind",
-        "127.0.0.1:0",
-        "--api",
-        "0.0.0.0:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let output = run_up("0.0.0.0:0", &data, &[]);
     assert_fails(&output, 2, "--api-token");
     assert!(
         !data.join("secret").exists(),
@@ -89,18 +84,25 @@ fn with_a_token_every_request_must_carry_it() {
             .map(String::from)
             .to_vec(),
     });
-    node.wait_ready_with(&["--api-token", token]);
+    node.wait_ready_with(Some(token));
+    let with_token = node.status_with(&["--api-token", token]);
+    assert!(
+        with_token.is_some(),
+        "status --api-token: {}",
+        node.stderr()
+    );
     let api = node.api_addr();
+    let get = |path, token| http_get(api, path, token).expect("API answers");
 
     for given in [None, Some("wrong")] {
-        let (code, body) = http_get(api, "/v1/status", given);
+        let (code, body) = get("/v1/status", given);
         assert_eq!(code, 401, "{body}");
         let error: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
         assert!(error["error"].is_string(), "{body}");
     }
-    let (code, body) = http_get(api, "/v1/peers", Some(token));
+    let (code, body) = get("/v1/peers", Some(token));
     assert_eq!(code, 200, "{body}");
-    let (code, body) = http_get(api, "/metrics", Some(token));
+    let (code, body) = get("/metrics", Some(token));
     assert_eq!(code, 200, "{body}");
     assert!(
         body.contains("consort_datagrams_rejected_total{reason=\"bad_tag\"} 0"),
@@ -110,7 +112,7 @@ fn with_a_token_every_request_must_carry_it() {
         body.contains("consort_members{state=\"alive\"} 1"),
         "{body}"
     );
-    let (code, body) = http_get(api, "/v1/nothing-here", Some(token));
+    let (code, body) = get("/v1/nothing-here", Some(token));
     assert_eq!(code, 404);
     assert!(body.contains("\"error\""), "{body}");
 

@@ -25,7 +25,7 @@ fn cluster(dir: &std::path::Path, tag: &str, n: usize) -> (Vec<Daemon>, String) 
         seeds,
         extra: vec![],
     };
-    let (first, _) = Daemon::start(up(vec![]));
+    let first = Daemon::start(up(vec![]));
     let seed = first.group_addr();
     let mut nodes = vec![first];
     let mut rest: Vec<Daemon> = (1..n).map(|_| Daemon::spawn(up(vec![seed]))).collect();
@@ -110,7 +110,7 @@ fn a_node_with_another_secret_never_joins() {
     let before: Vec<u64> = nodes.iter().map(foreign_rejections).collect();
 
     let other_secret = secret_file(tmp.path(), "other", &"b".repeat(32));
-    let (foreign, _) = Daemon::start(UpArgs {
+    let foreign = Daemon::start(UpArgs {
         group: &group,
         secret_file: Some(&other_secret),
         seeds: nodes.iter().map(Daemon::group_addr).collect(),

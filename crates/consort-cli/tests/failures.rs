@@ -1,11 +1,11 @@
 //! Failure detection on real processes: kill -9 is `down` fast, SIGTERM is `left`, a restart
 //! with the same data dir comes back as the same node.
 
-mod harness;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use harness::{cluster, median_secs, time_until, Daemon};
+use common::{cluster, median_secs, time_until, Daemon};
 
 fn all_show(observers: &[&Daemon], id: &str, state: &str) -> bool {
     observers
@@ -16,7 +16,7 @@ fn all_show(observers: &[&Daemon], id: &str, state: &str) -> bool {
 fn wait_all_alive(nodes: &[Daemon], limit: Duration) -> Duration {
     let all: Vec<&Daemon> = nodes.iter().collect();
     time_until(limit, || {
-        nodes.iter().all(|n| all_show(&all, &n.id, "alive"))
+        nodes.iter().all(|n| all_show(&all, &n.id(), "alive"))
     })
     .unwrap_or_else(|| panic!("not all alive within {limit:?}"))
 }
@@ -36,7 +36,7 @@ fn kill_9_is_detected_and_restart_returns_the_same_node() {
     let mut rejoin = Vec::new();
     for trial in 0..10 {
         let victim = trial % 3;
-        let id = nodes[victim].id.clone();
+        let id = nodes[victim].id();
         nodes[victim].kill9();
         let observers: Vec<&Daemon> = nodes
             .iter()
@@ -50,8 +50,8 @@ fn kill_9_is_detected_and_restart_returns_the_same_node() {
 
         // Timed from the process start, which includes its start-up before the API answers.
         let restarted = Instant::now();
-        nodes[victim].spawn();
-        assert_eq!(nodes[victim].id, id, "restart keeps the node id");
+        nodes[victim].respawn();
+        assert_eq!(nodes[victim].id(), id, "restart keeps the node id");
         let observers: Vec<&Daemon> = nodes.iter().collect();
         time_until(Duration::from_secs(2), || {
             all_show(&observers, &id, "alive")
@@ -95,7 +95,7 @@ fn sigterm_is_shown_as_left() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = cluster(root.path(), 3, "failures-term");
     wait_all_alive(&nodes, Duration::from_secs(3));
-    let id = nodes[2].id.clone();
+    let id = nodes[2].id();
     nodes[2].sigterm();
     let (first, rest) = nodes.split_at_mut(2);
     let observers: Vec<&Daemon> = first.iter().collect();

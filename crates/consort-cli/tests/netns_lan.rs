@@ -4,13 +4,13 @@
 //! `CONSORT_REQUIRE_NETNS=1` (set by CI), where it fails instead. Addresses are in 10.213.0.0/24,
 //! inside the namespaces only; every namespace, link and process is removed at the end.
 
-mod harness;
+mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use harness::{time_until, SECRET};
+use common::{consort_via, secret_file, time_until, SECRET};
 use serde_json::Value;
 
 /// Namespaces, bridge and daemons of one test run; torn down on drop, even after a panic.
@@ -58,6 +58,11 @@ impl Lan {
         format!("{}br", self.prefix)
     }
 
+    /// The `consort` binary, run inside host `i`.
+    fn consort_in(&self, i: usize) -> Command {
+        consort_via(&["ip", "netns", "exec", &self.ns(i)])
+    }
+
     /// Creates `hosts` namespaces, each with `eth0` at 10.213.0.(10+i) on one bridge.
     fn create(hosts: usize) -> Result<Lan, String> {
         let prefix = format!("cs{}", std::process::id() % 100_000);
@@ -91,15 +96,10 @@ impl Lan {
     /// Runs `consort up` inside host `i` with mDNS on and no seeds.
     fn start(&mut self, i: usize, root: &Path) {
         let data_dir = root.join(format!("host{i}"));
-        let secret = harness::secret_file(root, SECRET);
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(i),
-                env!("CARGO_BIN_EXE_consort"),
-                "up",
-            ])
+        let secret = secret_file(root, "secret.txt", SECRET);
+        let child = self
+            .consort_in(i)
+            .arg("up")
             .args(["--data-dir", &data_dir.display().to_string()])
             .args([
                 "--group",
@@ -125,16 +125,9 @@ impl Lan {
 
     /// `GET /v1/peers` of the daemon in host `i`, through the CLI inside the namespace.
     fn peers(&self, i: usize) -> Option<Vec<Value>> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(i),
-                env!("CARGO_BIN_EXE_consort"),
-                "peers",
-                "--json",
-            ])
-            .args(["--api", "http://127.0.0.1:7471"])
+        let out = self
+            .consort_in(i)
+            .args(["peers", "--json", "--api", "http://127.0.0.1:7471"])
             .output()
             .ok()?;
         serde_json::from_slice::<Value>(&out.stdout)
@@ -155,6 +148,15 @@ impl Lan {
                 .filter_map(|p| p["addr"].as_str().map(str::to_string))
                 .collect();
             peers.len() == self.hosts && addrs.iter().all(|a| alive.contains(a))
+        })
+    }
+
+    /// How long until [`Lan::all_see_all`] holds; panics with `failure` and every host's peers
+    /// past `secs` seconds.
+    fn wait_all_see_all(&self, addrs: &[String], secs: u64, failure: &str) -> Duration {
+        time_until(Duration::from_secs(secs), || self.all_see_all(addrs)).unwrap_or_else(|| {
+            let peers: Vec<_> = (0..self.hosts).map(|i| self.peers(i)).collect();
+            panic!("{failure} within {secs} s: {peers:?}")
         })
     }
 }
@@ -203,13 +205,7 @@ fn mdns_discovery_and_address_change_on_a_virtual_lan() {
         (0..3).all(|i| lan.peers(i).is_some())
     })
     .expect("daemons started");
-    let found =
-        time_until(Duration::from_secs(3), || lan.all_see_all(&addrs)).unwrap_or_else(|| {
-            panic!(
-                "not all discovered over mDNS within 3 s: {:?}",
-                (0..3).map(|i| lan.peers(i)).collect::<Vec<_>>()
-            )
-        });
+    let found = lan.wait_all_see_all(&addrs, 3, "not all discovered over mDNS");
     println!("mDNS only: all 3 hosts see each other alive after {found:?}");
 
     // Move host 2 to a new address: add the new one, then drop the old one.
@@ -217,12 +213,6 @@ fn mdns_discovery_and_address_change_on_a_virtual_lan() {
     ip(&["-n", &ns, "addr", "add", "10.213.0.42/24", "dev", "eth0"]).unwrap();
     ip(&["-n", &ns, "addr", "del", "10.213.0.12/24", "dev", "eth0"]).unwrap();
     addrs[2] = "10.213.0.42:7470".to_string();
-    let moved =
-        time_until(Duration::from_secs(5), || lan.all_see_all(&addrs)).unwrap_or_else(|| {
-            panic!(
-                "new address not seen within 5 s: {:?}",
-                (0..3).map(|i| lan.peers(i)).collect::<Vec<_>>()
-            )
-        });
+    let moved = lan.wait_all_see_all(&addrs, 5, "new address not seen");
     println!("address change seen by every host after {moved:?}");
 }

@@ -124,7 +124,9 @@ impl fmt::Display for RejectReason {
 #[non_exhaustive]
 pub enum SecretError {
     /// Fewer than [`MIN_SECRET_LEN`] bytes after trimming whitespace.
-    #[error("the group secret is {0} bytes; it needs at least {MIN_SECRET_LEN} (use `consort keygen`)")]
+    #[error(
+        "the group secret is {0} bytes; it needs at least {MIN_SECRET_LEN} (use `consort keygen`)"
+    )]
     TooShort(usize),
     /// The keyring was given no secret at all.
     #[error("no group secret given")]
@@ -136,6 +138,8 @@ pub enum SecretError {
 pub struct Key {
     id: u8,
     cipher: XChaCha20Poly1305,
+    /// Input keying material for stream session keys (see [`crate::stream`]).
+    stream_ikm: [u8; 32],
 }
 
 impl Key {
@@ -151,15 +155,24 @@ impl Key {
         hk.expand(&info, &mut okm)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         let id = Sha256::digest(okm)[0];
+        let mut stream_ikm = [0u8; 32];
+        let info = [b"stream key for group ".as_slice(), group.as_bytes()].concat();
+        hk.expand(&info, &mut stream_ikm)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
         Ok(Key {
             id,
             cipher: XChaCha20Poly1305::new(&okm.into()),
+            stream_ikm,
         })
     }
 
     /// The key id carried in each datagram header.
     pub fn id(&self) -> u8 {
         self.id
+    }
+
+    pub(crate) fn stream_ikm(&self) -> &[u8; 32] {
+        &self.stream_ikm
     }
 }
 
@@ -180,7 +193,10 @@ pub struct Keyring {
 
 impl Keyring {
     /// A keyring from secrets, the first being primary.
-    pub fn from_secrets<S: AsRef<[u8]>>(secrets: &[S], group: &str) -> Result<Keyring, SecretError> {
+    pub fn from_secrets<S: AsRef<[u8]>>(
+        secrets: &[S],
+        group: &str,
+    ) -> Result<Keyring, SecretError> {
         let keys = secrets
             .iter()
             .map(|s| Key::derive(s.as_ref(), group))
@@ -197,7 +213,7 @@ impl Keyring {
     }
 
     /// Every key with this id (usually one; ids are a byte, so collisions are possible).
-    fn candidates(&self, id: u8) -> impl Iterator<Item = &Key> {
+    pub(crate) fn candidates(&self, id: u8) -> impl Iterator<Item = &Key> {
         self.keys.iter().filter(move |k| k.id == id)
     }
 }
@@ -213,7 +229,11 @@ fn nonce(sender: NodeId, counter: u64) -> XNonce {
 ///
 /// Panics if the payload exceeds [`MAX_PAYLOAD`]: that is a bug in the caller, not bad input.
 pub fn seal(key: &Key, sender: NodeId, counter: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() <= MAX_PAYLOAD, "payload of {} bytes", payload.len());
+    assert!(
+        payload.len() <= MAX_PAYLOAD,
+        "payload of {} bytes",
+        payload.len()
+    );
     let mut out = Vec::with_capacity(OVERHEAD + payload.len());
     out.push(VERSION << 4 | kind.to_nibble());
     out.push(key.id);
@@ -255,7 +275,9 @@ pub fn open(keyring: &Keyring, datagram: &[u8]) -> Result<Opened, RejectReason> 
         (VERSION, Some(kind)) => kind,
         _ => return Err(RejectReason::UnknownVersion),
     };
-    let sender = NodeId(u64::from_le_bytes(header[2..10].try_into().expect("8 bytes")));
+    let sender = NodeId(u64::from_le_bytes(
+        header[2..10].try_into().expect("8 bytes"),
+    ));
     let counter = u64::from_le_bytes(header[10..18].try_into().expect("8 bytes"));
     let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut found_key = false;
@@ -403,7 +425,13 @@ mod tests {
     #[test]
     fn every_flipped_bit_is_rejected() {
         let ring = keyring(SECRET);
-        let d = seal(ring.primary(), NodeId(9), 42, FrameKind::Swim, b"payload bytes");
+        let d = seal(
+            ring.primary(),
+            NodeId(9),
+            42,
+            FrameKind::Swim,
+            b"payload bytes",
+        );
         for i in 0..d.len() * 8 {
             let mut forged = d.clone();
             forged[i / 8] ^= 1 << (i % 8);
@@ -424,7 +452,10 @@ mod tests {
         let theirs = keyring("another secret, another group!!");
         let d = seal(theirs.primary(), NodeId(9), 1, FrameKind::Swim, b"x");
         let err = open(&ours, &d).unwrap_err();
-        assert!(matches!(err, RejectReason::UnknownKey | RejectReason::BadTag));
+        assert!(matches!(
+            err,
+            RejectReason::UnknownKey | RejectReason::BadTag
+        ));
         // The same secret under another group name is another key too.
         let other_group = Keyring::from_secrets(&[SECRET], "garage").unwrap();
         let d = seal(other_group.primary(), NodeId(9), 1, FrameKind::Swim, b"x");
@@ -453,7 +484,8 @@ mod tests {
     #[test]
     fn keyring_accepts_secondary_keys() {
         let old = keyring(SECRET);
-        let rotated = Keyring::from_secrets(&["the brand new secret for home!", SECRET], "home").unwrap();
+        let rotated =
+            Keyring::from_secrets(&["the brand new secret for home!", SECRET], "home").unwrap();
         let d = seal(old.primary(), NodeId(1), 5, FrameKind::Swim, b"x");
         assert!(open(&rotated, &d).is_ok());
         let d = seal(rotated.primary(), NodeId(1), 6, FrameKind::Swim, b"x");
@@ -505,7 +537,11 @@ mod tests {
             // Accepted exactly when unseen and no more than WIDTH - 1 behind the highest seen.
             let in_window = c + ReplayWindow::WIDTH >= top;
             let got = w.accept(c);
-            assert_eq!(got, !seen.contains(&c) && in_window, "counter {c}, top {top}");
+            assert_eq!(
+                got,
+                !seen.contains(&c) && in_window,
+                "counter {c}, top {top}"
+            );
             if got {
                 seen.insert(c);
                 top = top.max(c + 1);

@@ -1,12 +1,14 @@
-//! Helpers for the end-to-end tests: run the real `consort` binary on loopback with temp data
-//! dirs, poll it through its own client commands, and kill what was spawned however a test ends.
+//! Helpers for the end-to-end tests: run the real `consort` binary (one-shot commands, or
+//! `consort up` daemons on loopback that are killed however a test ends), ask them over their
+//! own client commands or a bare HTTP client, and poll and time what they do.
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,23 +17,43 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// How long a daemon may take to answer its first status request.
+/// How long a node started by [`Daemon::spawn`] may take to answer its first status request.
 pub const STARTUP: Duration = Duration::from_secs(5);
 
-/// Environment variables that would change what the binary does; removed for every run.
-const CONSORT_ENV: [&str; 6] = [
-    "CONSORT_SECRET",
-    "CONSORT_API",
-    "CONSORT_API_TOKEN",
-    "CONSORT_DATA_DIR",
-    "XDG_DATA_HOME",
-    "RUST_LOG",
-];
+/// The same for a node on fixed ports ([`Daemon::start_at`], [`Daemon::respawn`]).
+pub const STARTUP_AT: Duration = Duration::from_secs(10);
+
+/// How often [`poll`] asks again.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+
+/// A group secret for tests that do not care which.
+pub const SECRET: &str = "harness secret: 0123456789abcdef0123456789abcdef";
+
+/// Variables besides `CONSORT_*` that would change what the binary does.
+const OTHER_ENV: [&str; 2] = ["XDG_DATA_HOME", "RUST_LOG"];
 
 /// The binary, with a clean environment.
 pub fn consort() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_consort"));
-    for var in CONSORT_ENV {
+    consort_via(&[])
+}
+
+/// The binary run through `wrapper` (e.g. `ip netns exec NS`), with a clean environment.
+pub fn consort_via(wrapper: &[&str]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_consort");
+    let mut command = match wrapper {
+        [] => Command::new(binary),
+        [program, args @ ..] => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+    };
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("CONSORT_") {
+            command.env_remove(var);
+        }
+    }
+    for var in OTHER_ENV {
         command.env_remove(var);
     }
     command
@@ -68,14 +90,14 @@ pub fn unique_group(tag: &str) -> String {
     format!("t-{tag}-{}-{n}", std::process::id())
 }
 
-/// Writes `secret` into a new file in `dir`.
+/// Writes `secret` into the file `name` in `dir`.
 pub fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{secret}\n")).expect("secret file written");
     path
 }
 
-/// Polls `probe` until it returns `Some` or `timeout` passes.
+/// Asks `probe` every 10 ms until it returns `Some` or `timeout` passes.
 pub fn poll<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -85,18 +107,43 @@ pub fn poll<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Optio
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL_EVERY);
     }
 }
 
-/// A running `consort up`, killed when dropped (so a failing test leaves no process behind).
-pub struct Daemon {
-    child: Child,
-    /// Its data dir (and, beside it, the files its output goes to).
-    pub data_dir: PathBuf,
-    out_path: PathBuf,
-    err_path: PathBuf,
-    _tmp: TempDir,
+/// [`poll`]s `check` until it holds; returns the time it took, or `None` past `limit`.
+pub fn time_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    poll(limit, || check().then(|| start.elapsed()))
+}
+
+/// Median of a list of durations, in seconds.
+pub fn median_secs(samples: &[Duration]) -> f64 {
+    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `n` distinct loopback ports, each free for both UDP and TCP when chosen.
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    while held.len() < n {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("UDP port");
+        let port = udp.local_addr().expect("bound").port();
+        if let Ok(tcp) = std::net::TcpListener::bind(loopback(port)) {
+            held.push((port, udp, tcp));
+        }
+    }
+    held.into_iter().map(|(port, ..)| port).collect()
 }
 
 /// What a test needs to say to start a node.
@@ -107,72 +154,171 @@ pub struct UpArgs<'a> {
     pub secret_file: Option<&'a Path>,
     /// Group ports to join through.
     pub seeds: Vec<SocketAddr>,
-    /// Anything else (`--api ...`, `--api-token ...`).
+    /// Anything else (`--name ...`, `--api ...`, `--api-token ...`).
     pub extra: Vec<String>,
 }
 
+impl UpArgs<'_> {
+    /// `consort up` on `data_dir` without mDNS, bound to `bind`, its API on `api` unless
+    /// `extra` names one.
+    fn command_line(&self, data_dir: &Path, bind: SocketAddr, api: SocketAddr) -> Vec<OsString> {
+        let mut line: Vec<OsString> = ["up", "--no-mdns", "--group", self.group, "--data-dir"]
+            .map(OsString::from)
+            .to_vec();
+        line.push(data_dir.into());
+        line.extend(["--bind".into(), bind.to_string().into()]);
+        if let Some(file) = self.secret_file {
+            line.extend(["--secret-file".into(), file.into()]);
+        }
+        for seed in &self.seeds {
+            line.extend(["--seed".into(), seed.to_string().into()]);
+        }
+        if !self.extra.iter().any(|a| a == "--api") {
+            line.extend(["--api".into(), api.to_string().into()]);
+        }
+        line.extend(self.extra.iter().map(OsString::from));
+        line
+    }
+}
+
+/// A `consort up` process, killed when dropped (so a failing test leaves no process behind).
+/// It keeps its arguments, so it can be stopped and started again as the same node.
+pub struct Daemon {
+    child: Option<Child>,
+    args: Vec<OsString>,
+    startup: Duration,
+    id: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Holds the files its output goes to (and the data dir, for [`Daemon::spawn`]).
+    tmp: TempDir,
+}
+
 impl Daemon {
-    /// Starts `consort up` on loopback with a fresh data dir; does not wait for it.
+    /// Starts `consort up` on loopback ports the OS picks, with a fresh data dir; does not
+    /// wait for it.
     pub fn spawn(args: UpArgs<'_>) -> Daemon {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
-        let (out_path, err_path) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
-        let mut command = consort();
-        command.args([
-            "up",
-            "--no-mdns",
-            "--bind",
-            "127.0.0.1:0",
-            "--group",
-            args.group,
-        ]);
-        command.arg("--data-dir").arg(&data_dir);
-        if let Some(file) = args.secret_file {
-            command.arg("--secret-file").arg(file);
-        }
-        for seed in &args.seeds {
-            command.args(["--seed", &seed.to_string()]);
-        }
-        if !args.extra.iter().any(|a| a == "--api") {
-            command.args(["--api", "127.0.0.1:0"]);
-        }
-        command.args(&args.extra);
-        let child = command
+        let args = args.command_line(&data_dir, loopback(0), loopback(0));
+        Daemon::launch(args, data_dir, tmp, STARTUP)
+    }
+
+    /// Starts a node as [`Daemon::spawn`] does and waits until its API answers.
+    pub fn start(args: UpArgs<'_>) -> Daemon {
+        let mut daemon = Daemon::spawn(args);
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Starts `consort up` on `data_dir` and the given loopback ports; waits until its API
+    /// answers.
+    pub fn start_at(
+        data_dir: &Path,
+        group_addr: SocketAddr,
+        api: SocketAddr,
+        args: UpArgs<'_>,
+    ) -> Daemon {
+        let args = args.command_line(data_dir, group_addr, api);
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut daemon = Daemon::launch(args, data_dir.to_path_buf(), tmp, STARTUP_AT);
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn launch(args: Vec<OsString>, data_dir: PathBuf, tmp: TempDir, startup: Duration) -> Daemon {
+        let mut daemon = Daemon {
+            child: None,
+            args,
+            startup,
+            id: String::new(),
+            data_dir,
+            tmp,
+        };
+        daemon.spawn_child();
+        daemon
+    }
+
+    /// Runs the process with its arguments, its output appended to its files.
+    fn spawn_child(&mut self) {
+        let log = |name| -> File {
+            let path = self.tmp.path().join(name);
+            let file = OpenOptions::new().create(true).append(true).open(path);
+            file.expect("output file")
+        };
+        let child = consort()
+            .args(&self.args)
             .stdin(Stdio::null())
-            .stdout(File::create(&out_path).expect("stdout file"))
-            .stderr(File::create(&err_path).expect("stderr file"))
+            .stdout(log("stdout"))
+            .stderr(log("stderr"))
             .spawn()
             .expect("consort up starts");
-        Daemon {
-            child,
-            data_dir,
-            out_path,
-            err_path,
-            _tmp: tmp,
+        self.child = Some(child);
+    }
+
+    /// Starts the process again with the same arguments (after [`Daemon::kill9`] or
+    /// [`Daemon::wait_exit`]) and waits until its API answers.
+    pub fn respawn(&mut self) {
+        self.spawn_child();
+        self.wait_ready();
+    }
+
+    /// Polls `GET /v1/status` until the node answers; panics with its stderr otherwise.
+    pub fn wait_ready(&mut self) -> Value {
+        self.wait_ready_with(None)
+    }
+
+    /// [`Daemon::wait_ready`] for an API that wants `token`.
+    pub fn wait_ready_with(&mut self, token: Option<&str>) -> Value {
+        let status = poll(self.startup, || {
+            let child = self.child.as_mut().expect("process started");
+            if let Ok(Some(exit)) = child.try_wait() {
+                panic!("consort up exited with {exit}: {}", self.stderr());
+            }
+            http_get_json(self.port("api")?, "/v1/status", token).ok()
+        });
+        let status = status.unwrap_or_else(|| {
+            let (args, startup) = (&self.args, self.startup);
+            panic!(
+                "consort up {args:?} did not answer within {startup:?}: {}",
+                self.stderr()
+            )
+        });
+        self.id = status["node"]["id"].as_str().expect("node id").to_string();
+        status
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
-    /// Starts a node and waits until its API answers; returns it with its status.
-    pub fn start(args: UpArgs<'_>) -> (Daemon, Value) {
-        let mut daemon = Daemon::spawn(args);
-        let status = daemon.wait_ready();
-        (daemon, status)
+    /// Asks the process to stop (SIGTERM).
+    pub fn sigterm(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
     }
 
-    /// Polls `consort status --json` until the node answers; panics with its stderr otherwise.
-    pub fn wait_ready(&mut self) -> Value {
-        self.wait_ready_with(&[])
+    /// Waits for the process to exit; returns its exit code. Panics past `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let Some(exit) = poll(limit, || child.try_wait().expect("process polled")) else {
+            let _ = child.kill();
+            panic!("consort did not exit within {limit:?}");
+        };
+        exit.code()
     }
 
-    /// [`Daemon::wait_ready`] with extra client flags (`--api-token T`).
-    pub fn wait_ready_with(&mut self, extra: &[&str]) -> Value {
-        let status = poll(STARTUP, || {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!("consort up exited with {exit}: {}", self.stderr());
-            }
-            self.status_with(extra)
-        });
-        status.unwrap_or_else(|| panic!("consort up never answered: {}", self.stderr()))
+    /// The node's id, as its API gave it when it last became ready.
+    pub fn id(&self) -> String {
+        assert!(!self.id.is_empty(), "the node was not waited for");
+        self.id.clone()
     }
 
     /// `consort status --json`, or `None` if it failed.
@@ -180,7 +326,7 @@ impl Daemon {
         self.status_with(&[])
     }
 
-    /// `consort status --json` with extra client flags.
+    /// `consort status --json` with extra client flags (`--api-token T`).
     pub fn status_with(&self, extra: &[&str]) -> Option<Value> {
         self.client_json("status", extra)
     }
@@ -207,76 +353,104 @@ impl Daemon {
         Some(serde_json::from_slice(&output.stdout).expect("--json prints JSON"))
     }
 
-    /// The node's id, from its status.
-    pub fn id(&self) -> String {
-        let status = self.status().expect("node answers");
-        status["node"]["id"].as_str().expect("id").to_string()
+    /// `GET path` on the node's API, parsed; panics if it fails.
+    pub fn get(&self, path: &str) -> Value {
+        let api = self.api_addr();
+        http_get_json(api, path, None).unwrap_or_else(|e| panic!("GET {path} on {api}: {e}"))
     }
 
-    /// The ports the node recorded.
-    pub fn ports(&self) -> Value {
-        let text = std::fs::read_to_string(self.data_dir.join("ports.json")).expect("ports.json");
-        serde_json::from_str(&text).expect("ports.json is JSON")
+    /// The state this node's API shows for `id`, if listed.
+    pub fn state_of(&self, id: &str) -> Option<String> {
+        let peers = http_get_json(self.api_addr(), "/v1/peers", None).ok()?;
+        peers
+            .as_array()?
+            .iter()
+            .find(|p| p["id"] == id)
+            .map(|p| p["state"].as_str().unwrap_or("").to_string())
+    }
+
+    /// A port the node recorded in its `ports.json` (`group` or `api`), on loopback.
+    fn port(&self, name: &str) -> Option<SocketAddr> {
+        let text = std::fs::read_to_string(self.data_dir.join("ports.json")).ok()?;
+        let ports: Value = serde_json::from_str(&text).ok()?;
+        Some(loopback(ports[name].as_u64()? as u16))
     }
 
     /// Where peers reach the node's group port.
     pub fn group_addr(&self) -> SocketAddr {
-        SocketAddr::from((
-            [127, 0, 0, 1],
-            self.ports()["group"].as_u64().expect("group") as u16,
-        ))
+        self.port("group").expect("ports.json names the group port")
     }
 
     /// Where the node's HTTP API listens, as reachable from this host.
     pub fn api_addr(&self) -> SocketAddr {
-        SocketAddr::from((
-            [127, 0, 0, 1],
-            self.ports()["api"].as_u64().expect("api") as u16,
-        ))
+        self.port("api").expect("ports.json names the API port")
     }
 
-    /// Everything the node printed on stdout so far.
+    /// Everything the node printed on stdout so far (over all its runs).
     pub fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out_path).unwrap_or_default()
+        std::fs::read_to_string(self.tmp.path().join("stdout")).unwrap_or_default()
     }
 
-    /// Everything the node printed on stderr so far.
+    /// Everything the node printed on stderr so far (over all its runs).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err_path).unwrap_or_default()
+        std::fs::read_to_string(self.tmp.path().join("stderr")).unwrap_or_default()
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 
-/// A bare HTTP/1.1 GET: the status code and the body.
-pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("API reachable");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout set");
+/// `n` nodes of `group` on fixed loopback ports, data dirs `root/node{i}`, names `n{i}`, one
+/// secret ([`SECRET`]), each seeded with all the others; all answering.
+pub fn cluster(root: &Path, n: usize, group: &str) -> Vec<Daemon> {
+    let secret = secret_file(root, "secret.txt", SECRET);
+    let ports = free_ports(2 * n);
+    let groups: Vec<SocketAddr> = ports[..n].iter().map(|&p| loopback(p)).collect();
+    (0..n)
+        .map(|i| {
+            let seeds = groups.iter().filter(|&&g| g != groups[i]).copied();
+            let args = UpArgs {
+                group,
+                secret_file: Some(&secret),
+                seeds: seeds.collect(),
+                extra: vec!["--name".into(), format!("n{i}")],
+            };
+            let data_dir = root.join(format!("node{i}"));
+            Daemon::start_at(&data_dir, groups[i], loopback(ports[n + i]), args)
+        })
+        .collect()
+}
+
+/// A bare HTTP/1.1 GET on a fresh connection, with an optional bearer token: the status code
+/// and the body.
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("request sent");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response read");
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    match (code, body) {
+        (Some(code), Some(body)) => Ok((code, body)),
+        _ => Err(io::Error::other(format!("not an HTTP response: {text:?}"))),
+    }
+}
+
+/// [`http_get`] for a `200 OK` JSON body, parsed.
+pub fn http_get_json(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result<Value> {
+    match http_get(addr, path, token)? {
+        (200, body) => serde_json::from_str(&body).map_err(io::Error::other),
+        (code, body) => Err(io::Error::other(format!("HTTP {code}: {body}"))),
+    }
 }
