@@ -24,6 +24,7 @@ pub mod discovery;
 mod driver;
 mod net;
 mod node;
+pub mod storage;
 
 pub use consort_proto::{
     Event, Identity, Member, MemberEvent, MemberState, NodeId, RejectReason, Stats,
