@@ -49,12 +49,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod election;
 mod engine;
 pub mod id;
 pub mod membership;
 pub mod replica;
+pub mod stream;
 mod timer;
 pub mod wire;
 

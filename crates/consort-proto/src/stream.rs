@@ -233,7 +233,9 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-    fn pair(a: &Keyring, b: &Keyring) -> Result<((Sealer, Opener), (Sealer, Opener)), StreamError> {
+    type Ends = (Sealer, Opener);
+
+    fn pair(a: &Keyring, b: &Keyring) -> Result<(Ends, Ends), StreamError> {
         let ha = Hello::new(a, NodeId(1), [1; 28]);
         let hb = Hello {
             key_id: ha.key_id,
