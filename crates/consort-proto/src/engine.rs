@@ -7,19 +7,32 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Control;
 use crate::config::Config;
 use crate::id::{clip_name, Identity, NodeId};
 use crate::membership::{Member, MemberEvent, Membership};
+use crate::replica::replicator::Replicator;
+use crate::replica::{Change, Commit, Entry, Key, Meta, Progress, ReplicaConfig, Value};
+use crate::replica::{WriteError, WriteId, WriteOutcome};
 use crate::timer::TimerQueue;
 use crate::wire::{self, CounterBlock, FrameKind, Keyring, RejectReason, ReplayWindow};
 
+mod replication;
+
+/// How often the replicator's timers (forward retries, anti-entropy, bootstrap) are checked.
+const REPLICA_TICK: Duration = Duration::from_millis(50);
+
 /// Most seed and discovered addresses kept for announcing.
 const MAX_SEEDS: usize = 256;
+
+/// Down members greeted per announce period by a node that has no live member left.
+const DOWN_GREETINGS: usize = 3;
 
 /// What a node must keep on disk between runs, beside its node id.
 ///
@@ -52,6 +65,15 @@ pub struct Setup {
     pub config: Config,
     /// Seed for every random choice the engine makes (the simulator replays runs with it).
     pub seed: u64,
+    /// Wall-clock time at `now`, in milliseconds since the Unix epoch (for hybrid logical clocks;
+    /// it need not agree with other nodes' clocks).
+    pub wall_ms: u64,
+    /// Replication settings (owned prefixes, limits, timings).
+    pub replica: ReplicaConfig,
+    /// Entries stored by the previous run.
+    pub entries: Vec<Entry>,
+    /// Replication metadata stored by the previous run.
+    pub meta: Meta,
 }
 
 /// Something the driver must do.
@@ -67,6 +89,26 @@ pub enum Output {
     },
     /// Make this state durable before acting on any later output.
     Save(SavedState),
+    /// Make these entries durable (one transaction for several commits is fine), then call
+    /// [`Engine::committed`] with their writes.
+    Commit(Commit),
+    /// A write from [`Engine::write`] is complete.
+    WriteDone {
+        /// The write.
+        id: WriteId,
+        /// How it ended.
+        result: Result<WriteOutcome, WriteError>,
+    },
+    /// Send a frame over the authenticated stream to a peer (too large for a datagram); feed
+    /// frames that arrive with [`Engine::handle_stream`].
+    Stream {
+        /// The peer.
+        to: NodeId,
+        /// Where it listens (TCP, same port as the datagrams).
+        addr: SocketAddr,
+        /// The frame.
+        frame: Vec<u8>,
+    },
     /// Something happened that users or logs may want to know.
     Event(Event),
 }
@@ -77,6 +119,19 @@ pub enum Output {
 pub enum Event {
     /// The membership view changed.
     Member(MemberEvent),
+    /// An entry changed (a local write, or one from a peer).
+    Changed(Change),
+    /// An event on a key; never stored.
+    Pulse {
+        /// The key.
+        key: Key,
+        /// The payload.
+        value: Value,
+        /// Who sent it.
+        origin: NodeId,
+    },
+    /// A snapshot being pulled from a peer made progress.
+    Bootstrap(Progress),
     /// A datagram was dropped. Emitted at most once per reason per
     /// [`Config::reject_log_interval`]; `suppressed` counts the drops not reported since.
     Rejected {
@@ -115,6 +170,7 @@ impl Stats {
 enum Timer {
     Swim(foca::Timer<Identity>),
     Announce,
+    Replica,
 }
 
 /// One node's protocol state machine. See the module docs for the driving rule.
@@ -131,6 +187,10 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     stats: Stats,
     reject_log: HashMap<RejectReason, (Option<Instant>, u64)>,
+    replicator: Replicator,
+    rng: StdRng,
+    /// Wall time (ms) at `start`; wall time later is derived from the monotonic clock.
+    wall_base: (Instant, u64),
 }
 
 impl Engine {
@@ -152,7 +212,18 @@ impl Engine {
             counter_limit: counter.limit,
             generation,
         };
+        let replicator = Replicator::new(
+            setup.id,
+            &identity.name,
+            setup.replica,
+            setup.entries,
+            setup.meta,
+            setup.wall_ms,
+        );
         let mut engine = Engine {
+            replicator,
+            rng: StdRng::seed_from_u64(setup.seed ^ 0x5eed_0fc0_5027),
+            wall_base: (now, setup.wall_ms),
             membership: Membership::new(identity, &setup.config, setup.seed),
             config: setup.config,
             keyring: setup.keyring,
@@ -169,6 +240,8 @@ impl Engine {
         engine
             .timers
             .push(now + engine.config.announce_period, Timer::Announce);
+        engine.timers.push(now, Timer::Replica);
+        engine.flush(now);
         engine
     }
 
@@ -203,7 +276,12 @@ impl Engine {
         if opened.sender == self.identity().id {
             return; // our own datagram, looped back through a seed or multicast
         }
-        if !self.windows.entry(opened.sender).or_default().accept(opened.counter) {
+        if !self
+            .windows
+            .entry(opened.sender)
+            .or_default()
+            .accept(opened.counter)
+        {
             return self.reject(now, from, RejectReason::Replay);
         }
         match opened.kind {
@@ -218,6 +296,11 @@ impl Engine {
                 Ok(control) => self.handle_control(control),
                 Err(_) => self.reject(now, from, RejectReason::Malformed),
             },
+            FrameKind::Replica => {
+                if !self.handle_replica(now, opened.sender, &opened.payload) {
+                    self.reject(now, from, RejectReason::Malformed);
+                }
+            }
         }
         self.flush(now);
     }
@@ -231,6 +314,12 @@ impl Engine {
                     self.announce_to_seeds();
                     self.timers
                         .push(now + self.config.announce_period, Timer::Announce);
+                }
+                Timer::Replica => {
+                    if !self.is_leaving() {
+                        self.replica_tick(now);
+                        self.timers.push(now + REPLICA_TICK, Timer::Replica);
+                    }
                 }
             }
             self.flush(now);
@@ -339,6 +428,12 @@ impl Engine {
         for addr in quiet {
             self.say_hello(addr);
         }
+        let own = self.identity().addr;
+        for addr in self.membership.down_addrs_to_greet(DOWN_GREETINGS) {
+            if addr != own {
+                self.say_hello(addr);
+            }
+        }
     }
 
     /// Moves what membership produced into outputs and timers.
@@ -349,12 +444,57 @@ impl Engine {
         while let Some((after, timer)) = self.membership.poll_timer() {
             self.timers.push(now + after, Timer::Swim(timer));
         }
+        let mut renewed = false;
         while let Some(event) = self.membership.poll_event() {
             if let MemberEvent::SelfRenewed(identity) = &event {
                 self.saved.generation = self.saved.generation.max(identity.generation);
                 self.outputs.push_back(Output::Save(self.saved));
+                renewed = true;
+            }
+            if let MemberEvent::Up(identity) = &event {
+                self.replicator.peer_up(now, identity.id);
             }
             self.outputs.push_back(Output::Event(Event::Member(event)));
+        }
+        if renewed {
+            self.hello_to_known();
+        }
+        self.replicator.flush();
+        self.run_replica_actions();
+        // Sending may have produced more membership output (none today), and acting on the
+        // replicator's actions never produces more actions: one pass is enough.
+    }
+
+    /// Live peers (alive or suspect), this node excluded.
+    fn live_peers(&self) -> Vec<NodeId> {
+        self.membership.live_ids()
+    }
+
+    /// Where a live peer receives datagrams.
+    fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.membership.live_addr(node)
+    }
+
+    /// Wall time at `now`, from the wall time at start and the monotonic clock since.
+    fn wall_ms(&self, now: Instant) -> u64 {
+        let (start, base) = self.wall_base;
+        base + now.saturating_duration_since(start).as_millis() as u64
+    }
+
+    /// Says hello to every address of a known member and every seed.
+    ///
+    /// After this node takes a new identity, foca drops every packet still addressed to the old
+    /// one, and it stops probing until a packet is accepted. If a peer renewed at the same moment
+    /// (both told `TurnUndead`), each would address the other's old identity forever; the hello
+    /// makes each peer announce to the new identity, which foca always accepts.
+    fn hello_to_known(&mut self) {
+        let own = self.identity().addr;
+        let mut addrs: Vec<SocketAddr> = self.membership.known_addrs();
+        addrs.extend(self.seeds.iter().map(|(addr, _)| *addr));
+        addrs.sort_unstable();
+        addrs.dedup();
+        for addr in addrs.into_iter().filter(|a| *a != own) {
+            self.say_hello(addr);
         }
     }
 
@@ -386,7 +526,10 @@ impl Engine {
         *self.stats.rejected.entry(reason).or_default() += 1;
         let interval = self.config.reject_log_interval;
         let entry = self.reject_log.entry(reason).or_insert((None, 0));
-        if entry.0.is_none_or(|last| now.duration_since(last) >= interval) {
+        if entry
+            .0
+            .is_none_or(|last| now.duration_since(last) >= interval)
+        {
             let suppressed = entry.1;
             *entry = (Some(now), 0);
             self.outputs.push_back(Output::Event(Event::Rejected {

@@ -22,6 +22,10 @@
 //!         keyring,
 //!         config: Config::default(),
 //!         seed: 42,
+//!         wall_ms: 0,
+//!         replica: Default::default(),
+//!         entries: Vec::new(),
+//!         meta: Default::default(),
 //!     },
 //!     Instant::now(),
 //! );

@@ -48,20 +48,27 @@ pub enum FrameKind {
     Swim,
     /// A Consort control message ([`crate::codec::Control`]).
     Control,
+    /// A replication message ([`crate::replica::ReplicaMessage`]).
+    Replica,
 }
 
 impl FrameKind {
-    fn to_nibble(self) -> u8 {
+    /// The frame kind's number (the low nibble of a datagram's first byte, the first byte of a
+    /// stream frame).
+    pub fn to_nibble(self) -> u8 {
         match self {
             FrameKind::Swim => 0,
             FrameKind::Control => 1,
+            FrameKind::Replica => 2,
         }
     }
 
-    fn from_nibble(n: u8) -> Option<FrameKind> {
+    /// The frame kind with this number, if any.
+    pub fn from_nibble(n: u8) -> Option<FrameKind> {
         match n {
             0 => Some(FrameKind::Swim),
             1 => Some(FrameKind::Control),
+            2 => Some(FrameKind::Replica),
             _ => None,
         }
     }

@@ -144,6 +144,10 @@ impl Node {
                 keyring,
                 config: config.protocol.clone(),
                 seed: rand::random(),
+                wall_ms: wall_clock_ms(),
+                replica: Default::default(),
+                entries: Vec::new(),
+                meta: Default::default(),
             },
             now,
         );
@@ -234,6 +238,13 @@ impl Node {
             let _ = task.await;
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `<hostname>-<first 4 hex digits of the id>`: readable, and distinct for nodes on one host.
