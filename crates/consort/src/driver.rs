@@ -1,11 +1,12 @@
-//! The driver: one task per node that moves datagrams, time and commands into the engine and
-//! carries out what comes out. It makes no protocol decision of its own.
+//! The driver: one task per node that moves datagrams, stream frames, time and commands into
+//! the engine and carries out what comes out. It makes no protocol decision of its own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use consort_proto::replica::{Commit, Entry, Key, Value, WriteError, WriteId, WriteOutcome};
 use consort_proto::{Engine, Event, MemberEvent, Output};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -14,96 +15,164 @@ use crate::data_dir::DataDir;
 use crate::discovery::{Discovery, Sighting};
 use crate::net;
 use crate::node::Status;
+use crate::storage::Storage;
+use crate::stream::{Received, Streams};
+use crate::watch::ChangeLog;
 
 /// Requests from [`crate::Node`] handles.
 pub(crate) enum Command {
     Status(oneshot::Sender<Status>),
     AddSeed(SocketAddr),
     Leave(oneshot::Sender<()>),
+    Write {
+        key: Key,
+        value: Option<Value>,
+        queue: bool,
+        reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
+    },
+    Get(Key, oneshot::Sender<Option<Entry>>),
+    List(String, oneshot::Sender<Vec<Entry>>),
+    Pulse(Key, Value, oneshot::Sender<Result<(), WriteError>>),
 }
 
 /// How often a wildcard-bound node checks whether its address changed.
 const ADDR_CHECK: Duration = Duration::from_secs(1);
 
+/// Everything a driver needs besides the engine.
+pub(crate) struct Parts {
+    pub(crate) socket: UdpSocket,
+    pub(crate) bound: SocketAddr,
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) data_dir: Arc<DataDir>,
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) streams: Streams,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) changes: Arc<Mutex<ChangeLog>>,
+    pub(crate) discovery: Option<Discovery>,
+}
+
 pub(crate) struct Driver {
     engine: Engine,
-    socket: UdpSocket,
-    bound: SocketAddr,
-    seeds: Vec<SocketAddr>,
-    data_dir: Arc<DataDir>,
-    events: broadcast::Sender<Event>,
-    discovery: Option<Discovery>,
+    parts: Parts,
     /// Addresses found over mDNS, by instance name, so a removal can be undone.
     discovered: HashMap<String, Vec<SocketAddr>>,
+    /// Local writes waiting for their outcome.
+    waiters: HashMap<WriteId, oneshot::Sender<Result<WriteOutcome, WriteError>>>,
+}
+
+/// Channels the driver listens on.
+pub(crate) struct Inputs {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) sightings: mpsc::Receiver<Sighting>,
+    pub(crate) frames: mpsc::Receiver<Received>,
 }
 
 impl Driver {
-    pub(crate) fn new(
-        engine: Engine,
-        socket: UdpSocket,
-        bound: SocketAddr,
-        seeds: Vec<SocketAddr>,
-        data_dir: Arc<DataDir>,
-        events: broadcast::Sender<Event>,
-        discovery: Option<Discovery>,
-    ) -> Driver {
+    pub(crate) fn new(engine: Engine, parts: Parts) -> Driver {
         Driver {
             engine,
-            socket,
-            bound,
-            seeds,
-            data_dir,
-            events,
-            discovery,
+            parts,
             discovered: HashMap::new(),
+            waiters: HashMap::new(),
         }
     }
 
-    pub(crate) async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut sightings: mpsc::Receiver<Sighting>,
-    ) {
+    pub(crate) async fn run(mut self, mut inputs: Inputs) {
         let mut buf = vec![0u8; 2048];
         let mut addr_check = tokio::time::interval(ADDR_CHECK);
-        let watch_addr = self.bound.ip().is_unspecified();
+        let watch_addr = self.parts.bound.ip().is_unspecified();
         loop {
             if !self.drain().await {
                 break;
             }
             let deadline = self.engine.poll_timeout();
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
+                received = self.parts.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.engine.handle_datagram(Instant::now(), from, &buf[..len]),
                     Err(e) => tracing::debug!("receive failed: {e}"),
                 },
                 () = sleep_until(deadline) => self.engine.handle_timeout(Instant::now()),
-                command = commands.recv() => match command {
-                    Some(Command::Status(reply)) => {
-                        let _ = reply.send(self.status());
-                    }
-                    Some(Command::AddSeed(addr)) => self.engine.add_seed(Instant::now(), addr),
-                    Some(Command::Leave(reply)) => {
-                        self.leave().await;
-                        let _ = reply.send(());
-                        break;
-                    }
-                    None => {
+                command = inputs.commands.recv() => {
+                    let Some(command) = command else {
                         self.leave().await;
                         break;
+                    };
+                    if !self.handle_command(command).await {
+                        break;
                     }
-                },
-                Some(sighting) = sightings.recv() => self.handle_sighting(sighting),
-                _ = addr_check.tick(), if watch_addr => {
-                    let addr = net::advertised_addr(self.bound, &self.seeds);
-                    if let Some(addr) = addr.filter(|a| *a != self.engine.identity().addr) {
-                        tracing::info!("address changed to {addr}");
-                        self.engine.set_addr(Instant::now(), addr);
+                    // Take every command already queued before draining: one group commit.
+                    while let Ok(command) = inputs.commands.try_recv() {
+                        if !self.handle_command(command).await {
+                            return self.stop();
+                        }
                     }
                 }
+                Some(frame) = inputs.frames.recv() => {
+                    self.engine.handle_stream(Instant::now(), frame.from, &frame.payload);
+                }
+                Some(sighting) = inputs.sightings.recv() => self.handle_sighting(sighting),
+                _ = addr_check.tick(), if watch_addr => self.check_addr(),
             }
         }
-        drop(self.discovery.take());
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        drop(self.parts.discovery.take());
+    }
+
+    /// Handles one command; returns false if the node stops.
+    async fn handle_command(&mut self, command: Command) -> bool {
+        let now = Instant::now();
+        match command {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::AddSeed(addr) => self.engine.add_seed(now, addr),
+            Command::Leave(reply) => {
+                self.leave().await;
+                let _ = reply.send(());
+                return false;
+            }
+            Command::Write {
+                key,
+                value,
+                queue,
+                reply,
+            } => match self.engine.write(now, key, value, queue) {
+                Ok(id) => {
+                    self.waiters.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Get(key, reply) => {
+                let entry = self.engine.get(&key).filter(|e| !e.is_tombstone()).cloned();
+                let _ = reply.send(entry);
+            }
+            Command::List(prefix, reply) => {
+                let entries = self
+                    .engine
+                    .list(&prefix)
+                    .filter(|e| !e.is_tombstone())
+                    .cloned()
+                    .collect();
+                let _ = reply.send(entries);
+            }
+            Command::Pulse(key, value, reply) => {
+                let _ = reply.send(self.engine.pulse(now, key, value));
+            }
+        }
+        true
+    }
+
+    fn check_addr(&mut self) {
+        let addr = net::advertised_addr(self.parts.bound, &self.parts.seeds);
+        if let Some(addr) = addr.filter(|a| *a != self.engine.identity().addr) {
+            tracing::info!("address changed to {addr}");
+            self.engine.set_addr(Instant::now(), addr);
+        }
     }
 
     fn status(&self) -> Status {
@@ -111,6 +180,8 @@ impl Driver {
             identity: self.engine.identity().clone(),
             members: self.engine.members(),
             stats: self.engine.stats().clone(),
+            entries: self.engine.list("").filter(|e| !e.is_tombstone()).count(),
+            bootstrapping: self.engine.is_bootstrapping(),
         }
     }
 
@@ -136,31 +207,88 @@ impl Driver {
         }
     }
 
-    /// Carries out every pending output in order. Returns false if the node must stop.
+    /// Carries out every pending output in order; commits are grouped into one transaction per
+    /// pass. Returns false if the node must stop.
     async fn drain(&mut self) -> bool {
-        while let Some(output) = self.engine.poll_output() {
-            match output {
-                Output::Transmit { to, datagram } => {
-                    if let Err(e) = self.socket.send_to(&datagram, to).await {
-                        tracing::debug!("send to {to} failed: {e}");
-                    }
+        loop {
+            let mut commits = Vec::new();
+            while let Some(output) = self.engine.poll_output() {
+                if !self.carry_out(output, &mut commits).await {
+                    return false;
                 }
-                Output::Save(state) => {
-                    // Durable before any later datagram: a counter must never be reused.
-                    if let Err(e) = self.data_dir.save_state(&state) {
-                        tracing::error!("cannot save node state, stopping: {e}");
-                        return false;
-                    }
-                }
-                Output::Event(event) => {
-                    log_event(&event);
-                    let _ = self.events.send(event);
-                }
-                _ => {}
             }
+            if commits.is_empty() {
+                return true;
+            }
+            let commit = merge(commits);
+            let writes = commit.writes.clone();
+            let storage = self.parts.storage.clone();
+            match tokio::task::spawn_blocking(move || storage.apply(&commit)).await {
+                Ok(Ok(())) => self.engine.committed(Instant::now(), &writes),
+                Ok(Err(e)) => {
+                    tracing::error!("cannot store the state, stopping: {e}");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::error!("storage task failed, stopping: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    async fn carry_out(&mut self, output: Output, commits: &mut Vec<Commit>) -> bool {
+        match output {
+            Output::Transmit { to, datagram } => {
+                if let Err(e) = self.parts.socket.send_to(&datagram, to).await {
+                    tracing::debug!("send to {to} failed: {e}");
+                }
+            }
+            Output::Save(state) => {
+                // Durable before any later datagram: a counter must never be reused.
+                if let Err(e) = self.parts.data_dir.save_state(&state) {
+                    tracing::error!("cannot save node state, stopping: {e}");
+                    return false;
+                }
+            }
+            Output::Commit(commit) => commits.push(commit),
+            Output::WriteDone { id, result } => {
+                if let Some(waiter) = self.waiters.remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            Output::Stream { to, addr, frame } => self.parts.streams.send(to, addr, frame).await,
+            Output::Event(event) => {
+                log_event(&event);
+                if let Event::Changed(change) = &event {
+                    self.parts
+                        .changes
+                        .lock()
+                        .expect("change log lock")
+                        .record(change.clone());
+                }
+                if let Event::Member(MemberEvent::Down(m) | MemberEvent::Left(m)) = &event {
+                    self.parts.streams.forget(m.id);
+                }
+                let _ = self.parts.events.send(event);
+            }
+            _ => {}
         }
         true
     }
+}
+
+/// Several commits of one pass as one: entries, removals and writes concatenated, the newest
+/// metadata kept.
+fn merge(commits: Vec<Commit>) -> Commit {
+    let mut all = Commit::default();
+    for c in commits {
+        all.entries.extend(c.entries);
+        all.removed.extend(c.removed);
+        all.writes.extend(c.writes);
+        all.meta = c.meta;
+    }
+    all
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -188,6 +316,10 @@ fn log_event(event: &Event) {
             reason,
             suppressed,
         } => tracing::warn!(%from, %reason, suppressed, "datagram rejected"),
+        Event::Bootstrap(p) => tracing::info!(
+            from = %p.from, received = p.received, total = p.total, done = p.done,
+            "bootstrap progress"
+        ),
         _ => {}
     }
 }

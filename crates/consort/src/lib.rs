@@ -25,9 +25,13 @@ mod driver;
 mod net;
 mod node;
 pub mod storage;
+mod stream;
+pub mod watch;
 
+pub use consort_proto::replica::{Entry, Key, ReplicaConfig, Value, WriteError, WriteOutcome};
 pub use consort_proto::{
     Event, Identity, Member, MemberEvent, MemberState, NodeId, RejectReason, Stats,
 };
 pub use data_dir::{DataDir, DataDirError, Ports};
-pub use node::{Node, NodeConfig, StartError, Status, DEFAULT_GROUP_PORT};
+pub use node::{Node, NodeConfig, StartError, StateError, Status, DEFAULT_GROUP_PORT};
+pub use watch::{Watch, WatchEvent};

@@ -2,18 +2,25 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use consort_proto::replica::{
+    Entry, InvalidData, Key, ReplicaConfig, Value, WriteError, WriteOutcome,
+};
 use consort_proto::wire::SecretError;
 use consort_proto::{Config, Engine, Event, Identity, Keyring, Member, NodeId, Setup, Stats};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::data_dir::{DataDir, DataDirError, Ports};
 use crate::discovery::Discovery;
-use crate::driver::{Command, Driver};
+use crate::driver::{Command, Driver, Inputs, Parts};
 use crate::net;
+use crate::storage::{Storage, StorageError};
+use crate::stream::Streams;
+use crate::watch::{ChangeLog, TooOld, Watch};
 
 /// The default group port (UDP datagrams, TCP streams).
 pub const DEFAULT_GROUP_PORT: u16 = 7470;
@@ -41,6 +48,8 @@ pub struct NodeConfig {
     pub priority: i32,
     /// Protocol timings.
     pub protocol: Config,
+    /// Replication: owned prefixes, value size limit, tombstone time.
+    pub replica: ReplicaConfig,
 }
 
 impl NodeConfig {
@@ -58,6 +67,7 @@ impl NodeConfig {
             name: None,
             priority: 0,
             protocol: Config::default(),
+            replica: ReplicaConfig::default(),
         }
     }
 }
@@ -83,6 +93,24 @@ pub enum StartError {
     /// The group name is empty or too long.
     #[error("the group name must be 1 to 64 bytes, got {0}")]
     Group(usize),
+    /// The stored state could not be opened or read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a state operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The key or value is invalid; nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] InvalidData),
+    /// The write was refused (reserved key, owner unreachable or refusing).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
 }
 
 /// What a node knows at one instant.
@@ -94,6 +122,10 @@ pub struct Status {
     pub members: Vec<Member>,
     /// Traffic and rejection counters.
     pub stats: Stats,
+    /// Live entries held (tombstones not counted).
+    pub entries: usize,
+    /// Whether the node is still pulling its state from a peer.
+    pub bootstrapping: bool,
 }
 
 /// A running node. Cheap to share behind an `Arc`; stop it with [`Node::leave`].
@@ -103,7 +135,8 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
     data_dir: Arc<DataDir>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    changes: Arc<Mutex<ChangeLog>>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Node {
@@ -116,12 +149,7 @@ impl Node {
         let data_dir = Arc::new(DataDir::open(&config.data_dir)?);
         let id = data_dir.node_id()?;
         let saved = data_dir.saved_state()?;
-        let socket = net::bind_udp(config.bind, config.any_port_if_busy)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let (socket, listener) = bind(config.bind, config.any_port_if_busy).await?;
         let local_addr = socket.local_addr().map_err(|source| StartError::Bind {
             addr: config.bind,
             source,
@@ -130,7 +158,9 @@ impl Node {
             group: local_addr.port(),
             api: None,
         })?;
+        let storage = Arc::new(Storage::open(data_dir.path())?);
         let now = Instant::now();
+        let keyring = Arc::new(keyring);
         let mut engine = Engine::new(
             Setup {
                 id,
@@ -141,13 +171,13 @@ impl Node {
                 addr: net::advertised_addr(local_addr, &config.seeds)
                     .unwrap_or_else(|| SocketAddr::new([127, 0, 0, 1].into(), local_addr.port())),
                 saved,
-                keyring,
+                keyring: (*keyring).clone(),
                 config: config.protocol.clone(),
                 seed: rand::random(),
                 wall_ms: wall_clock_ms(),
-                replica: Default::default(),
-                entries: Vec::new(),
-                meta: Default::default(),
+                replica: config.replica.clone(),
+                entries: storage.load()?,
+                meta: storage.meta()?,
             },
             now,
         );
@@ -166,25 +196,39 @@ impl Node {
         } else {
             None
         };
-        let (commands, command_rx) = mpsc::channel(256);
-        let (events, _) = broadcast::channel(1024);
+        let (frames_tx, frames) = mpsc::channel(1024);
+        let streams = Streams::start(id, keyring, listener, frames_tx);
+        let (commands, command_rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(4096);
+        let changes = Arc::new(Mutex::new(ChangeLog::default()));
         let driver = Driver::new(
             engine,
-            socket,
-            local_addr,
-            config.seeds.clone(),
-            data_dir.clone(),
-            events.clone(),
-            discovery,
+            Parts {
+                socket,
+                bound: local_addr,
+                seeds: config.seeds.clone(),
+                data_dir: data_dir.clone(),
+                storage,
+                streams,
+                events: events.clone(),
+                changes: changes.clone(),
+                discovery,
+            },
         );
-        let task = tokio::spawn(driver.run(command_rx, sightings));
+        let inputs = Inputs {
+            commands: command_rx,
+            sightings,
+            frames,
+        };
+        let task = tokio::spawn(driver.run(inputs));
         Ok(Node {
             id,
             local_addr,
             commands,
             events,
             data_dir,
-            task: std::sync::Mutex::new(Some(task)),
+            changes,
+            task: Mutex::new(Some(task)),
         })
     }
 
@@ -227,6 +271,82 @@ impl Node {
         let _ = self.commands.send(Command::AddSeed(addr)).await;
     }
 
+    /// Writes `value` (JSON text) at `key`; returns once durable where it was applied.
+    pub async fn set(&self, key: &str, json: &str) -> Result<WriteOutcome, StateError> {
+        self.write(key, Some(Value::parse(json)?), false).await
+    }
+
+    /// Deletes `key` (a tombstone that wins over older writes everywhere).
+    pub async fn delete(&self, key: &str) -> Result<WriteOutcome, StateError> {
+        self.write(key, None, false).await
+    }
+
+    /// Writes or deletes; with `queue`, a write to an unreachable owner waits for it (latest
+    /// value per key only) and returns [`WriteOutcome::Queued`] at once.
+    pub async fn write(
+        &self,
+        key: &str,
+        value: Option<Value>,
+        queue: bool,
+    ) -> Result<WriteOutcome, StateError> {
+        let key = Key::new(key)?;
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Write {
+            key,
+            value,
+            queue,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| StateError::Stopped)?;
+        Ok(rx.await.map_err(|_| StateError::Stopped)??)
+    }
+
+    /// The entry at `key`, if it holds a value.
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
+        let key = Key::new(key)?;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Get(key, reply))
+            .await
+            .map_err(|_| StateError::Stopped)?;
+        rx.await.map_err(|_| StateError::Stopped)
+    }
+
+    /// Entries with a value at or under `prefix`, in key order. Consort's own `@consort/` keys
+    /// are listed only when the prefix asks for them.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, StateError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::List(prefix.to_string(), reply))
+            .await
+            .map_err(|_| StateError::Stopped)?;
+        let mut entries = rx.await.map_err(|_| StateError::Stopped)?;
+        if !prefix.starts_with(consort_proto::replica::RESERVED_PREFIX) {
+            entries.retain(|e| !e.key.is_under(consort_proto::replica::RESERVED_PREFIX));
+        }
+        Ok(entries)
+    }
+
+    /// Sends an event on `key` (JSON text) to every watcher in the group; never stored.
+    pub async fn pulse(&self, key: &str, json: &str) -> Result<(), StateError> {
+        let (key, value) = (Key::new(key)?, Value::parse(json)?);
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Pulse(key, value, reply))
+            .await
+            .map_err(|_| StateError::Stopped)?;
+        Ok(rx.await.map_err(|_| StateError::Stopped)??)
+    }
+
+    /// Watches changes and pulses at or under `prefix`: from now, or resuming after sequence
+    /// number `from` (if those changes are still kept).
+    pub fn watch(&self, prefix: &str, from: Option<u64>) -> Result<Watch, TooOld> {
+        Watch::new(&self.changes, self.events.subscribe(), prefix, from)
+    }
+
     /// Leaves the group gracefully (peers show this node as `left`) and stops the node.
     pub async fn leave(&self) {
         let (tx, rx) = oneshot::channel();
@@ -238,6 +358,28 @@ impl Node {
             let _ = task.await;
         }
     }
+}
+
+/// Binds the group port for UDP and TCP alike. An automatically chosen port (port 0, or a busy
+/// default) is retried until both protocols get the same number.
+async fn bind(
+    addr: SocketAddr,
+    any_port_if_busy: bool,
+) -> Result<(UdpSocket, TcpListener), StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let mut last = None;
+    for _ in 0..16 {
+        let socket = net::bind_udp(addr, any_port_if_busy).await.map_err(err)?;
+        let local = socket.local_addr().map_err(err)?;
+        match TcpListener::bind(local).await {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(e) if local.port() != addr.port() => last = Some(e),
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Err(err(
+        last.unwrap_or_else(|| std::io::Error::other("no free port"))
+    ))
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

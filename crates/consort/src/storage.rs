@@ -15,7 +15,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use consort_proto::replica::{Entry, Hlc, Key, Value, Version};
+use consort_proto::replica::{Commit, Entry, Hlc, Key, Meta, Value, Version};
 use consort_proto::NodeId;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -35,6 +35,10 @@ const KIND_TOMBSTONE: u8 = 0;
 const KIND_VALUE: u8 = 1;
 /// Bytes before the JSON text: kind, HLC, origin.
 const HEADER_LEN: usize = 1 + 8 + 8;
+/// Metadata names written by [`Storage::apply`].
+const META_SEQ: &str = "seq";
+const META_HORIZON: &str = "horizon";
+const META_LAST_CONTACT: &str = "last_contact_ms";
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,31 +144,80 @@ impl Storage {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(|e| self.db_error(e))?;
-        let mut applied = 0;
-        {
+        let applied = {
             let mut table = txn.open_table(ENTRIES).map_err(|e| self.db_error(e))?;
-            for entry in entries {
-                let key = entry.key.as_str().as_bytes();
-                let stored =
-                    match table.get(key).map_err(|e| self.db_error(e))? {
-                        Some(record) => Some(decode_version(record.value()).map_err(|e| {
-                            self.corrupt(format!("key {:?}: {e}", entry.key.as_str()))
-                        })?),
-                        None => None,
-                    };
-                if stored.is_some_and(|version| version >= entry.version) {
-                    continue;
-                }
-                table
-                    .insert(key, encode_record(entry).as_slice())
-                    .map_err(|e| self.db_error(e))?;
-                applied += 1;
-            }
-        }
+            self.put_newer(&mut table, entries)?
+        };
         if applied == 0 {
             return txn.abort().map_err(|e| self.db_error(e));
         }
         txn.commit().map_err(|e| self.db_error(e))
+    }
+
+    /// Makes one group commit of the engine durable in one transaction: collected keys are
+    /// removed, entries stored (newer versions only), and the replication metadata written.
+    pub fn apply(&self, commit: &Commit) -> Result<(), StorageError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_error(e))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.db_error(e))?;
+            for key in &commit.removed {
+                table
+                    .remove(key.as_str().as_bytes())
+                    .map_err(|e| self.db_error(e))?;
+            }
+            self.put_newer(&mut table, &commit.entries)?;
+            let mut meta = txn.open_table(META).map_err(|e| self.db_error(e))?;
+            let Meta {
+                seq,
+                horizon,
+                last_contact_ms,
+            } = commit.meta;
+            for (name, value) in [
+                (META_SEQ, seq),
+                (META_HORIZON, horizon.0),
+                (META_LAST_CONTACT, last_contact_ms),
+            ] {
+                meta.insert(name.as_bytes(), value.to_le_bytes().as_slice())
+                    .map_err(|e| self.db_error(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.db_error(e))
+    }
+
+    /// The replication metadata the last [`Storage::apply`] wrote (zeros for a new store).
+    pub fn meta(&self) -> Result<Meta, StorageError> {
+        Ok(Meta {
+            seq: self.get_meta(META_SEQ)?.unwrap_or(0),
+            horizon: Hlc(self.get_meta(META_HORIZON)?.unwrap_or(0)),
+            last_contact_ms: self.get_meta(META_LAST_CONTACT)?.unwrap_or(0),
+        })
+    }
+
+    /// Stores each entry that is newer than the stored one; returns how many were.
+    fn put_newer(
+        &self,
+        table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        entries: &[Entry],
+    ) -> Result<usize, StorageError> {
+        let mut applied = 0;
+        for entry in entries {
+            let key = entry.key.as_str().as_bytes();
+            let stored = match table.get(key).map_err(|e| self.db_error(e))? {
+                Some(record) => Some(
+                    decode_version(record.value())
+                        .map_err(|e| self.corrupt(format!("key {:?}: {e}", entry.key.as_str())))?,
+                ),
+                None => None,
+            };
+            if stored.is_some_and(|version| version >= entry.version) {
+                continue;
+            }
+            table
+                .insert(key, encode_record(entry).as_slice())
+                .map_err(|e| self.db_error(e))?;
+            applied += 1;
+        }
+        Ok(applied)
     }
 
     /// Durably deletes `keys` in one transaction: tombstone garbage collection.
