@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Probe, ProbeReply};
+use crate::election::{Ack, Claim};
 use crate::id::Identity;
 
 /// A Consort control message.
@@ -17,6 +19,14 @@ pub enum Control {
         /// The sender's identity.
         identity: Identity,
     },
+    /// "I lead at this term", from a leader to every live member.
+    Claim(Claim),
+    /// The answer to a claim.
+    Ack(Ack),
+    /// A clock probe (t1).
+    Probe(Probe),
+    /// The answer to a clock probe (t1, t2, t3).
+    ProbeReply(ProbeReply),
     /// The sender is stopping on purpose: peers show it as `left`, not `down`.
     Leave {
         /// The identity that is leaving (its generation matters: a later one may already be back).

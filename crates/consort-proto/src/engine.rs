@@ -13,8 +13,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{ClockConfig, GroupClock};
 use crate::codec::Control;
 use crate::config::Config;
+use crate::election::{Election, ElectionConfig, ElectionEvent};
 use crate::id::{clip_name, Identity, NodeId};
 use crate::membership::{Member, MemberEvent, Membership};
 use crate::replica::replicator::Replicator;
@@ -23,7 +25,13 @@ use crate::replica::{WriteError, WriteId, WriteOutcome};
 use crate::timer::TimerQueue;
 use crate::wire::{self, CounterBlock, FrameKind, Keyring, RejectReason, ReplayWindow};
 
+mod coordination;
 mod replication;
+
+/// How often a leader claims its term (the election's heartbeat; the same on every node).
+const HEARTBEAT: Duration = Duration::from_millis(250);
+/// How often each peer's clock is probed.
+const CLOCK_PROBE: Duration = Duration::from_secs(1);
 
 /// How often the replicator's timers (forward retries, anti-entropy, bootstrap) are checked.
 const REPLICA_TICK: Duration = Duration::from_millis(50);
@@ -74,6 +82,8 @@ pub struct Setup {
     pub entries: Vec<Entry>,
     /// Replication metadata stored by the previous run.
     pub meta: Meta,
+    /// How the leader is elected.
+    pub election: ElectionConfig,
 }
 
 /// Something the driver must do.
@@ -132,6 +142,8 @@ pub enum Event {
     },
     /// A snapshot being pulled from a peer made progress.
     Bootstrap(Progress),
+    /// Leadership changed.
+    Election(ElectionEvent),
     /// A datagram was dropped. Emitted at most once per reason per
     /// [`Config::reject_log_interval`]; `suppressed` counts the drops not reported since.
     Rejected {
@@ -171,6 +183,8 @@ enum Timer {
     Swim(foca::Timer<Identity>),
     Announce,
     Replica,
+    Heartbeat,
+    ClockProbe,
 }
 
 /// One node's protocol state machine. See the module docs for the driving rule.
@@ -188,6 +202,8 @@ pub struct Engine {
     stats: Stats,
     reject_log: HashMap<RejectReason, (Option<Instant>, u64)>,
     replicator: Replicator,
+    election: Election,
+    clock: GroupClock,
     rng: StdRng,
     /// Wall time (ms) at `start`; wall time later is derived from the monotonic clock.
     wall_base: (Instant, u64),
@@ -222,6 +238,8 @@ impl Engine {
         );
         let mut engine = Engine {
             replicator,
+            election: Election::new(setup.id, setup.election),
+            clock: GroupClock::new(setup.id, ClockConfig::default()),
             rng: StdRng::seed_from_u64(setup.seed ^ 0x5eed_0fc0_5027),
             wall_base: (now, setup.wall_ms),
             membership: Membership::new(identity, &setup.config, setup.seed),
@@ -241,6 +259,9 @@ impl Engine {
             .timers
             .push(now + engine.config.announce_period, Timer::Announce);
         engine.timers.push(now, Timer::Replica);
+        engine.timers.push(now + HEARTBEAT, Timer::Heartbeat);
+        engine.timers.push(now + CLOCK_PROBE, Timer::ClockProbe);
+        engine.update_election_view();
         engine.flush(now);
         engine
     }
@@ -293,7 +314,7 @@ impl Engine {
                 }
             }
             FrameKind::Control => match Control::decode(&opened.payload) {
-                Ok(control) => self.handle_control(control),
+                Ok(control) => self.handle_control(now, opened.sender, control),
                 Err(_) => self.reject(now, from, RejectReason::Malformed),
             },
             FrameKind::Replica => {
@@ -314,6 +335,14 @@ impl Engine {
                     self.announce_to_seeds();
                     self.timers
                         .push(now + self.config.announce_period, Timer::Announce);
+                }
+                Timer::Heartbeat => {
+                    self.heartbeat();
+                    self.timers.push(now + HEARTBEAT, Timer::Heartbeat);
+                }
+                Timer::ClockProbe => {
+                    self.probe_clocks(now);
+                    self.timers.push(now + CLOCK_PROBE, Timer::ClockProbe);
                 }
                 Timer::Replica => {
                     if !self.is_leaving() {
@@ -404,8 +433,12 @@ impl Engine {
         self.flush(now);
     }
 
-    fn handle_control(&mut self, control: Control) {
+    fn handle_control(&mut self, now: Instant, from: NodeId, control: Control) {
         match control {
+            Control::Claim(claim) => self.handle_claim(from, claim),
+            Control::Ack(ack) => self.handle_ack(from, ack),
+            Control::Probe(probe) => self.handle_probe(now, from, probe),
+            Control::ProbeReply(reply) => self.handle_probe_reply(now, from, reply),
             Control::Hello { identity } => self.membership.announce_to(identity),
             Control::Leave { identity } => self.membership.handle_leave(identity),
         }
@@ -445,7 +478,12 @@ impl Engine {
             self.timers.push(now + after, Timer::Swim(timer));
         }
         let mut renewed = false;
+        let mut view_changed = false;
         while let Some(event) = self.membership.poll_event() {
+            view_changed = true;
+            if let MemberEvent::Down(m) | MemberEvent::Left(m) = &event {
+                self.clock.forget(m.id);
+            }
             if let MemberEvent::SelfRenewed(identity) = &event {
                 self.saved.generation = self.saved.generation.max(identity.generation);
                 self.outputs.push_back(Output::Save(self.saved));
@@ -459,6 +497,10 @@ impl Engine {
         if renewed {
             self.hello_to_known();
         }
+        if view_changed || self.is_leaving() {
+            self.update_election_view();
+        }
+        self.run_election();
         self.replicator.flush();
         self.run_replica_actions();
         // Sending may have produced more membership output (none today), and acting on the

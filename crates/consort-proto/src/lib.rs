@@ -26,6 +26,7 @@
 //!         replica: Default::default(),
 //!         entries: Vec::new(),
 //!         meta: Default::default(),
+//!         election: Default::default(),
 //!     },
 //!     Instant::now(),
 //! );

@@ -182,6 +182,18 @@ impl Driver {
             stats: self.engine.stats().clone(),
             entries: self.engine.list("").filter(|e| !e.is_tombstone()).count(),
             bootstrapping: self.engine.is_bootstrapping(),
+            leader: self.engine.leader(),
+            term: self.engine.term(),
+            clocks: self
+                .engine
+                .members()
+                .iter()
+                .filter_map(|m| {
+                    let id = m.identity.id;
+                    self.engine.clock_estimate(id).map(|e| (id, e))
+                })
+                .collect(),
+            group_time_us: self.engine.group_time_us(Instant::now()),
         }
     }
 
@@ -316,6 +328,7 @@ fn log_event(event: &Event) {
             reason,
             suppressed,
         } => tracing::warn!(%from, %reason, suppressed, "datagram rejected"),
+        Event::Election(e) => tracing::info!(event = ?e, "election"),
         Event::Bootstrap(p) => tracing::info!(
             from = %p.from, received = p.received, total = p.total, done = p.done,
             "bootstrap progress"

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use consort_proto::election::{ElectionConfig, Term};
 use consort_proto::replica::{
     Entry, InvalidData, Key, ReplicaConfig, Value, WriteError, WriteOutcome,
 };
@@ -50,6 +51,8 @@ pub struct NodeConfig {
     pub protocol: Config,
     /// Replication: owned prefixes, value size limit, tombstone time.
     pub replica: ReplicaConfig,
+    /// Leader election: `ranked` or `sticky`, optional quorum.
+    pub election: ElectionConfig,
 }
 
 impl NodeConfig {
@@ -68,6 +71,7 @@ impl NodeConfig {
             priority: 0,
             protocol: Config::default(),
             replica: ReplicaConfig::default(),
+            election: ElectionConfig::default(),
         }
     }
 }
@@ -126,6 +130,14 @@ pub struct Status {
     pub entries: usize,
     /// Whether the node is still pulling its state from a peer.
     pub bootstrapping: bool,
+    /// The leader, as this node sees it.
+    pub leader: Option<NodeId>,
+    /// The term of the current leadership.
+    pub term: Term,
+    /// Round-trip time and clock offset per peer, once measured.
+    pub clocks: Vec<(NodeId, consort_proto::clock::Estimate)>,
+    /// The group's time (the leader's clock), in microseconds since the Unix epoch.
+    pub group_time_us: i64,
 }
 
 /// A running node. Cheap to share behind an `Arc`; stop it with [`Node::leave`].
@@ -178,6 +190,7 @@ impl Node {
                 replica: config.replica.clone(),
                 entries: storage.load()?,
                 meta: storage.meta()?,
+                election: config.election,
             },
             now,
         );
