@@ -3,20 +3,91 @@
 //! The daemon is found through `--api URL`, else `CONSORT_API`, else the `ports.json` of
 //! `--data-dir` (or of the default data dir), else the default port on 127.0.0.1.
 
-use std::io::ErrorKind;
+use std::fmt;
+use std::io::{BufRead, BufReader, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use consort::{DataDir, DataDirError};
+use consort::{DataDir, DataDirError, Key, Value};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 
 use crate::config::{default_data_dir, DEFAULT_API_PORT};
 use crate::exit::usage;
 
-/// How long a request may take in all.
+/// How long a request may take in all (more than a write forwarded to its owner may wait for
+/// it: 3 s by default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long connecting (and, for a watch, getting the answer's head) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes left as they are in a path segment or query value: the RFC 3986 unreserved set.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The HTTP methods the client commands use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Read.
+    Get,
+    /// Write a value.
+    Put,
+    /// Write a tombstone.
+    Delete,
+    /// Send (a pulse).
+    Post,
+}
+
+/// A 2xx answer of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The body, as received.
+    pub body: String,
+}
+
+/// The daemon answered with an error: its status and its `{"error": ...}` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The status code.
+    pub status: u16,
+    /// What the daemon said was wrong.
+    pub message: String,
+}
+
+impl Refused {
+    /// The refusal for an answer with `status` and `body`.
+    fn new(status: u16, body: &str) -> Refused {
+        Refused {
+            status,
+            message: error_message(body),
+        }
+    }
+
+    /// Whether the input was at fault (400 bad request, 413 too large): a usage error.
+    pub fn is_usage(&self) -> bool {
+        matches!(self.status, 400 | 413)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if self.status == 401 {
+            f.write_str(" (pass --api-token or set CONSORT_API_TOKEN)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// How a client command finds and authenticates to the daemon.
 #[derive(Debug, Clone, Args)]
@@ -60,13 +131,23 @@ impl Daemon {
         })
     }
 
+    /// The base URL, e.g. `http://127.0.0.1:7471`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Adds the bearer token, if any.
+    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        }
+    }
+
     /// `GET path`: the body of a 2xx answer, or one clear error.
     pub fn get(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.agent.get(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
+        let request = self.authorize(self.agent.get(&url));
         let mut response = request.call().map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let body = response
@@ -85,6 +166,59 @@ impl Daemon {
         let parsed = serde_json::from_str(&body)
             .with_context(|| format!("{}{path}: unexpected answer", self.base))?;
         Ok((body, parsed))
+    }
+
+    /// `METHOD path` with an optional JSON body: a 2xx answer, or the daemon's [`Refused`]
+    /// (its message alone, so it reads as the command's own error).
+    pub fn call(&self, method: Method, path: &str, json: Option<&str>) -> anyhow::Result<Answer> {
+        let url = format!("{}{path}", self.base);
+        let sent = match method {
+            Method::Get => self.authorize(self.agent.get(&url)).call(),
+            Method::Delete => self.authorize(self.agent.delete(&url)).call(),
+            Method::Put | Method::Post => {
+                let request = if method == Method::Put {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                self.authorize(request)
+                    .content_type("application/json")
+                    .send(json.unwrap_or(""))
+            }
+        };
+        let mut response = sent.map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("{url}: cannot read the answer"))?;
+        if !(200..300).contains(&status) {
+            return Err(Refused::new(status, &body).into());
+        }
+        Ok(Answer { status, body })
+    }
+
+    /// `GET path` as a stream that stays open (server-sent events): the body, line by line.
+    pub fn stream(&self, path: &str) -> anyhow::Result<impl BufRead> {
+        // No overall timeout: a watch runs until the daemon or the user ends it.
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(CONNECT_TIMEOUT))
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .new_agent();
+        let url = format!("{}{path}", self.base);
+        let request = self
+            .authorize(agent.get(&url))
+            .header("Accept", "text/event-stream");
+        let mut response = request.call().map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(Refused::new(status, &body).into());
+        }
+        Ok(BufReader::new(response.into_body().into_reader()))
     }
 
     /// The one line that says a request did not get through.
@@ -112,16 +246,44 @@ impl Daemon {
 
 /// Why the daemon said no, from its `{"error": "..."}` body.
 fn refusal(status: u16, body: &str) -> String {
-    let message = serde_json::from_str::<serde_json::Value>(body)
+    format!("HTTP {status}: {}", Refused::new(status, body))
+}
+
+/// The message of an `{"error": "..."}` body, or the start of any other body.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| body.trim().chars().take(200).collect());
-    let hint = if status == 401 {
-        " (pass --api-token or set CONSORT_API_TOKEN)"
-    } else {
-        ""
-    };
-    format!("HTTP {status}: {message}{hint}")
+        .unwrap_or_else(|| body.trim().chars().take(200).collect())
+}
+
+/// Checks a key given on the command line; an invalid one is a usage error.
+pub fn key_arg(text: &str) -> anyhow::Result<Key> {
+    Key::new(text).map_err(|e| usage(e.to_string()))
+}
+
+/// Checks a JSON value given on the command line; one that does not parse is a usage error.
+pub fn value_arg(text: &str) -> anyhow::Result<Value> {
+    Value::parse(text).map_err(|e| usage(e.to_string()))
+}
+
+/// The API path of `key` under `route` (`/v1/kv/`): each segment percent-encoded, and `.` and
+/// `..` segments encoded too, so no one on the way takes them for relative paths.
+pub fn key_path(route: &str, key: &Key) -> String {
+    let segments: Vec<String> = key
+        .as_str()
+        .split('/')
+        .map(|segment| match segment {
+            "." | ".." => segment.replace('.', "%2E"),
+            _ => utf8_percent_encode(segment, UNRESERVED).to_string(),
+        })
+        .collect();
+    format!("{route}{}", segments.join("/"))
+}
+
+/// `text` percent-encoded for a query string value.
+pub fn query_value(text: &str) -> String {
+    utf8_percent_encode(text, UNRESERVED).to_string()
 }
 
 /// The API's base URL, without a trailing slash.
@@ -190,6 +352,19 @@ mod tests {
             "HTTP 404: no such route"
         );
         assert!(refusal(401, "{}").contains("--api-token"));
+        let refused = Refused::new(404, r#"{"error":"no such key: a/b"}"#);
+        assert_eq!(refused.to_string(), "no such key: a/b");
+        assert!(!refused.is_usage());
+        assert!(Refused::new(413, "{}").is_usage());
+    }
+
+    #[test]
+    fn keys_are_encoded_segment_by_segment() {
+        let path = |k: &str| key_path("/v1/kv/", &Key::new(k).unwrap());
+        assert_eq!(path("kitchen/light/on"), "/v1/kv/kitchen/light/on");
+        assert_eq!(path("a b/c?d#e%f/é"), "/v1/kv/a%20b/c%3Fd%23e%25f/%C3%A9");
+        assert_eq!(path("a/../b/./c.d"), "/v1/kv/a/%2E%2E/b/%2E/c.d");
+        assert_eq!(query_value("a/b c&d"), "a%2Fb%20c%26d");
     }
 
     #[test]

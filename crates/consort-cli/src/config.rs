@@ -5,8 +5,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use consort::DEFAULT_GROUP_PORT;
+use consort::{Key, ReplicaConfig, DEFAULT_GROUP_PORT};
+use consort_proto::replica::RESERVED_PREFIX;
 use serde::Deserialize;
 
 use crate::cmd::Up;
@@ -17,6 +19,10 @@ pub const DEFAULT_API_PORT: u16 = 7471;
 
 /// The group joined when none is named.
 pub const DEFAULT_GROUP: &str = "default";
+
+/// The largest `max_value` allowed: a value must fit a stream frame with room to spare, and a
+/// request body within the API's 2 MB limit.
+pub const MAX_VALUE_LIMIT: usize = 1 << 20;
 
 /// Why the settings of `consort up` cannot be used. All are the user's to fix (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,20 @@ pub enum ConfigError {
     /// The API token is empty.
     #[error("the API token is empty")]
     EmptyToken,
+    /// An owned prefix is not a valid key, or is reserved.
+    #[error("owned prefix {prefix:?}: {reason}")]
+    Own {
+        /// The prefix as given.
+        prefix: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// `max_value` is out of range.
+    #[error("max_value {0} is out of range: 1 to {MAX_VALUE_LIMIT} bytes")]
+    MaxValue(usize),
+    /// `tombstone_ttl_secs` is zero.
+    #[error("tombstone_ttl_secs must be at least 1")]
+    TombstoneTtl,
 }
 
 /// The config file, as written. Every key is optional; unknown keys are refused.
@@ -92,6 +112,10 @@ pub struct FileConfig {
     priority: Option<i32>,
     api_token: Option<String>,
     log_format: Option<LogFormat>,
+    #[serde(default)]
+    own: Vec<String>,
+    max_value: Option<usize>,
+    tombstone_ttl_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -165,6 +189,12 @@ pub struct Settings {
     pub api_token: Option<String>,
     /// How logs are written.
     pub log_format: LogFormat,
+    /// Key prefixes this node owns, without a trailing `/`.
+    pub own: Vec<String>,
+    /// Largest value, in bytes of compact JSON.
+    pub max_value: usize,
+    /// How long tombstones are kept.
+    pub tombstone_ttl: Duration,
 }
 
 impl Settings {
@@ -196,6 +226,24 @@ impl Settings {
             .iter()
             .map(|s| resolve_seed(s, bind.addr.ip()))
             .collect::<Result<Vec<_>, _>>()?;
+        let own = owned_prefixes(if flags.own.is_empty() {
+            &file.own
+        } else {
+            &flags.own
+        })?;
+        let defaults = ReplicaConfig::default();
+        let max_value = flags
+            .max_value
+            .or(file.max_value)
+            .unwrap_or(defaults.max_value);
+        if !(1..=MAX_VALUE_LIMIT).contains(&max_value) {
+            return Err(ConfigError::MaxValue(max_value));
+        }
+        let tombstone_ttl = match flags.tombstone_ttl.or(file.tombstone_ttl_secs) {
+            None => defaults.tombstone_ttl,
+            Some(0) => return Err(ConfigError::TombstoneTtl),
+            Some(secs) => Duration::from_secs(secs),
+        };
         let api_token = flags.api_token.clone().or(file.api_token);
         check_api_access(api.addr, api_token.as_deref())?;
         let data_dir = match flags.data_dir.clone().or(file.data_dir) {
@@ -218,8 +266,33 @@ impl Settings {
             priority: flags.priority.or(file.priority).unwrap_or(0),
             api_token,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+            own,
+            max_value,
+            tombstone_ttl,
         })
     }
+}
+
+/// Checks owned prefixes (each must be a valid key outside `@consort/`) and drops trailing `/`.
+fn owned_prefixes(given: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut prefixes = Vec::new();
+    for text in given {
+        let refused = |reason: String| ConfigError::Own {
+            prefix: text.clone(),
+            reason,
+        };
+        let trimmed = text.trim().trim_end_matches('/');
+        let key = Key::new(trimmed).map_err(|e| refused(e.to_string()))?;
+        if key.is_under(RESERVED_PREFIX) {
+            return Err(refused(format!(
+                "{RESERVED_PREFIX}/ is reserved for consort"
+            )));
+        }
+        if !prefixes.iter().any(|p| p == trimmed) {
+            prefixes.push(trimmed.to_string());
+        }
+    }
+    Ok(prefixes)
 }
 
 /// The secrets, from the first of: `--secret-file`, `CONSORT_SECRET`, the config file, the data dir.
@@ -372,6 +445,43 @@ mod tests {
         assert_eq!(s.api.addr, "127.0.0.1:7471".parse().unwrap());
         assert_eq!(s.secrets, Secrets::DataDir(vec![]));
         assert!(s.mdns);
+        assert!(s.own.is_empty());
+        assert_eq!(s.max_value, ReplicaConfig::default().max_value);
+        assert_eq!(s.tombstone_ttl, ReplicaConfig::default().tombstone_ttl);
+    }
+
+    #[test]
+    fn replication_settings_come_from_flags_over_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write_config(
+            tmp.path(),
+            "own = [\"garage\", \"porch/\"]\nmax_value = 1000\ntombstone_ttl_secs = 60\n",
+        );
+        let config = path.to_str().unwrap();
+        let s = Settings::resolve(&flags(&["--config", config]), None).unwrap();
+        assert_eq!(s.own, ["garage", "porch"]);
+        assert_eq!(s.max_value, 1000);
+        assert_eq!(s.tombstone_ttl, Duration::from_secs(60));
+        let s = Settings::resolve(
+            &flags(&["--config", config, "--own", "attic", "--max-value", "10"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.own, ["attic"]);
+        assert_eq!(s.max_value, 10);
+        for bad in [
+            &["--own", "a//b"][..],
+            &["--own", "@consort/x"],
+            &["--max-value", "0"],
+            &["--tombstone-ttl", "0"],
+        ] {
+            let args: Vec<&str> = ["--data-dir", "/tmp/x"]
+                .iter()
+                .chain(bad)
+                .copied()
+                .collect();
+            assert!(Settings::resolve(&flags(&args), None).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

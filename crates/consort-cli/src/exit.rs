@@ -7,6 +7,7 @@ use std::fmt;
 
 use consort::StartError;
 
+use crate::client::Refused;
 use crate::config::ConfigError;
 
 /// Exit code for "not found or refused".
@@ -36,6 +37,7 @@ pub fn code(err: &anyhow::Error) -> u8 {
     let is_usage = err.chain().any(|e| {
         e.is::<Usage>()
             || e.is::<ConfigError>()
+            || e.downcast_ref::<Refused>().is_some_and(Refused::is_usage)
             || matches!(
                 e.downcast_ref::<StartError>(),
                 Some(StartError::Secret(_) | StartError::Group(_))

@@ -7,8 +7,17 @@ use super::model::{DatagramCounts, MemberCounts};
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Renders the members by state and the datagram counters.
-pub fn render(members: &MemberCounts, datagrams: &DatagramCounts) -> String {
+/// What the state gauges show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateGauges {
+    /// Live entries held.
+    pub entries: usize,
+    /// Whether the node is still pulling its state from a peer.
+    pub bootstrapping: bool,
+}
+
+/// Renders the members by state, the state gauges and the datagram counters.
+pub fn render(members: &MemberCounts, state: StateGauges, datagrams: &DatagramCounts) -> String {
     let mut out = String::new();
     header(
         &mut out,
@@ -18,6 +27,22 @@ pub fn render(members: &MemberCounts, datagrams: &DatagramCounts) -> String {
     );
     for (state, count) in members.by_state() {
         let _ = writeln!(out, "consort_members{{state=\"{state}\"}} {count}");
+    }
+    let gauges = [
+        (
+            "consort_entries",
+            "Live entries held (tombstones not counted).",
+            state.entries as u64,
+        ),
+        (
+            "consort_bootstrapping",
+            "1 while the node is still pulling its state from a peer.",
+            u64::from(state.bootstrapping),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
     }
     let counters = [
         (
@@ -75,9 +100,19 @@ mod tests {
             ..Stats::default()
         };
         stats.rejected.insert(consort::RejectReason::UnknownKey, 3);
-        let text = render(&MemberCounts::default(), &DatagramCounts::new(&stats));
+        let state = StateGauges {
+            entries: 12,
+            bootstrapping: false,
+        };
+        let text = render(
+            &MemberCounts::default(),
+            state,
+            &DatagramCounts::new(&stats),
+        );
         assert!(text.contains("consort_members{state=\"alive\"} 0\n"));
         assert!(text.contains("consort_datagrams_received_total 7\n"));
+        assert!(text.contains("# TYPE consort_entries gauge\nconsort_entries 12\n"));
+        assert!(text.contains("consort_bootstrapping 0\n"));
         assert!(text.contains("consort_datagrams_rejected_total{reason=\"unknown_key\"} 3\n"));
         assert!(text.contains("consort_datagrams_rejected_total{reason=\"bad_tag\"} 0\n"));
     }

@@ -1,10 +1,12 @@
 //! The HTTP API the daemon serves (axum): JSON under `/v1`, Prometheus text under `/metrics`.
 //!
 //! Every error is a status code with `{"error": "..."}`. When a token is set, every request,
-//! unknown routes included, must carry `Authorization: Bearer TOKEN`.
+//! unknown routes included, must carry `Authorization: Bearer TOKEN`. The replicated state
+//! (`/v1/kv`, `/v1/pulse`, `/v1/watch`) is served by `state`.
 
 mod metrics;
 pub mod model;
+mod state;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,11 +15,13 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use consort::Node;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use self::metrics::StateGauges;
 use self::model::{DatagramCounts, MemberCounts, PeerBody, StatusBody};
 
 /// What the handlers share: the node and how to guard it.
@@ -25,31 +29,61 @@ pub struct ApiState {
     node: Arc<Node>,
     group: String,
     token: Option<String>,
+    /// Turns true when the server begins to stop, which ends the open watch streams.
+    closing: watch::Sender<bool>,
 }
 
 impl ApiState {
     /// The API of `node` in `group`, guarded by `token` when set.
     pub fn new(node: Arc<Node>, group: String, token: Option<String>) -> ApiState {
-        ApiState { node, group, token }
+        ApiState {
+            node,
+            group,
+            token,
+            closing: watch::Sender::new(false),
+        }
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes; then ends the watch streams and
+/// lets the other open requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(Arc::new(state)))
+    let state = Arc::new(state);
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
 /// The routes, the JSON fallbacks and the token check.
 fn router(state: Arc<ApiState>) -> Router {
+    // `{*key}` never matches an empty key; the bare paths are routed too, so that an empty key
+    // is answered "the key is empty" rather than "no such route".
+    let entry = || {
+        get(state::get_entry)
+            .put(state::put_entry)
+            .delete(state::delete_entry)
+    };
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/kv", get(state::list))
+        .route(state::KV_PATH, entry())
+        .route(&format!("{}{{*key}}", state::KV_PATH), entry())
+        .route(state::PULSE_PATH, post(state::pulse))
+        .route(
+            &format!("{}{{*key}}", state::PULSE_PATH),
+            post(state::pulse),
+        )
+        .route("/v1/watch", get(state::watch))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -127,14 +161,25 @@ async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<StatusBody>, 
 /// `GET /v1/peers`: every member, this node included.
 async fn peers(State(state): State<Arc<ApiState>>) -> Result<Json<Vec<PeerBody>>, ApiError> {
     let status = node_status(&state).await?;
-    Ok(Json(status.members.iter().map(PeerBody::new).collect()))
+    Ok(Json(
+        status
+            .members
+            .iter()
+            .map(|m| PeerBody::new(m, &status))
+            .collect(),
+    ))
 }
 
 /// `GET /metrics`.
 async fn prometheus(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let status = node_status(&state).await?;
+    let gauges = StateGauges {
+        entries: status.entries,
+        bootstrapping: status.bootstrapping,
+    };
     let text = metrics::render(
         &MemberCounts::new(&status.members),
+        gauges,
         &DatagramCounts::new(&status.stats),
     );
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())

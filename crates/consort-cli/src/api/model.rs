@@ -1,9 +1,10 @@
 //! The JSON bodies of the HTTP API, shared by the server (which builds them from the node's
-//! [`consort::Status`]) and the client commands (which read them back to print tables).
+//! [`consort::Status`] and entries) and the client commands (which read them back to print).
 
 use std::collections::BTreeMap;
 
-use consort::{Member, MemberState, RejectReason, Stats, Status};
+use consort::{Entry, Member, MemberState, NodeId, RejectReason, Stats, Status};
+use consort_proto::replica::Version;
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/status`.
@@ -23,6 +24,10 @@ pub struct StatusBody {
     pub members: MemberCounts,
     /// Datagram traffic.
     pub datagrams: DatagramCounts,
+    /// Live entries held (tombstones not counted).
+    pub entries: usize,
+    /// Whether the node is still pulling its state from a peer.
+    pub bootstrapping: bool,
 }
 
 /// The node answering.
@@ -105,8 +110,8 @@ impl StatusBody {
                 generation: me.generation,
             },
             group: group.to_string(),
-            leader: None,
-            term: 0,
+            leader: status.leader.map(|id| id.to_string()),
+            term: status.term,
             peers: status
                 .members
                 .iter()
@@ -114,6 +119,8 @@ impl StatusBody {
                 .count(),
             members: MemberCounts::new(&status.members),
             datagrams: DatagramCounts::new(&status.stats),
+            entries: status.entries,
+            bootstrapping: status.bootstrapping,
         }
     }
 }
@@ -167,22 +174,146 @@ impl DatagramCounts {
 }
 
 impl PeerBody {
-    /// The entry for one member.
-    pub fn new(member: &Member) -> PeerBody {
+    /// The entry for one member of what the node reports.
+    pub fn new(member: &Member, status: &Status) -> PeerBody {
         let who = &member.identity;
+        let clock = status
+            .clocks
+            .iter()
+            .find(|(id, _)| *id == who.id)
+            .map(|(_, estimate)| estimate);
         PeerBody {
             id: who.id.to_string(),
             name: who.name.clone(),
             addr: who.addr.to_string(),
             state: member.state.as_str().to_string(),
-            is_leader: false,
-            rtt_ms: None,
-            clock_offset_ms: None,
+            is_leader: status.leader == Some(who.id),
+            rtt_ms: clock.map(|c| c.rtt_us as f64 / 1000.0),
+            clock_offset_ms: clock.map(|c| c.offset_us as f64 / 1000.0),
             services: Vec::new(),
             is_self: member.is_self,
             generation: who.generation,
         }
     }
+}
+
+/// One entry: `GET /v1/kv/{key}`, and each item of `GET /v1/kv?prefix=P`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBody {
+    /// The key.
+    pub key: String,
+    /// The value, as JSON.
+    pub value: serde_json::Value,
+    /// The version, `<hlc>-<origin>`.
+    pub version: String,
+    /// The node that wrote it (the owner, for owned keys).
+    pub origin: String,
+}
+
+impl EntryBody {
+    /// The body for a live entry (a tombstone shows `null`).
+    pub fn new(entry: &Entry) -> EntryBody {
+        EntryBody {
+            key: entry.key.to_string(),
+            value: value_json(entry),
+            version: entry.version.to_string(),
+            origin: entry.version.origin.to_string(),
+        }
+    }
+}
+
+/// A write made durable: `PUT` and `DELETE /v1/kv/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenBody {
+    /// The version written, `<hlc>-<origin>`.
+    pub version: String,
+    /// The node that applied it (the owner, for owned keys).
+    pub origin: String,
+}
+
+impl WrittenBody {
+    /// The body for a write applied at `version`.
+    pub fn new(version: Version) -> WrittenBody {
+        WrittenBody {
+            version: version.to_string(),
+            origin: version.origin.to_string(),
+        }
+    }
+}
+
+/// A write waiting for its owner: `PUT /v1/kv/{key}?queue=true`, answered 202.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedBody {
+    /// Always true.
+    pub queued: bool,
+}
+
+/// The data of an `event: change` of `GET /v1/watch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeBody {
+    /// The node's sequence number of the change; resume after it with `?from=SEQ`.
+    pub seq: u64,
+    /// The key.
+    pub key: String,
+    /// The new value; `null` for a delete.
+    pub value: serde_json::Value,
+    /// Whether the change is a delete.
+    pub deleted: bool,
+    /// The version, `<hlc>-<origin>`.
+    pub version: String,
+    /// The node that wrote it.
+    pub origin: String,
+}
+
+impl ChangeBody {
+    /// The body for change `seq`, `entry` as stored now.
+    pub fn new(seq: u64, entry: &Entry) -> ChangeBody {
+        ChangeBody {
+            seq,
+            key: entry.key.to_string(),
+            value: value_json(entry),
+            deleted: entry.is_tombstone(),
+            version: entry.version.to_string(),
+            origin: entry.version.origin.to_string(),
+        }
+    }
+}
+
+/// The data of an `event: pulse` of `GET /v1/watch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PulseBody {
+    /// The key.
+    pub key: String,
+    /// The payload.
+    pub value: serde_json::Value,
+    /// The node that sent it.
+    pub origin: String,
+}
+
+impl PulseBody {
+    /// The body for a pulse of `value` on `key` from `origin`.
+    pub fn new(key: &consort::Key, value: &consort::Value, origin: NodeId) -> PulseBody {
+        PulseBody {
+            key: key.to_string(),
+            value: value.to_json(),
+            origin: origin.to_string(),
+        }
+    }
+}
+
+/// The data of an `event: lagged` of `GET /v1/watch`: events were missed; re-read the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaggedBody {
+    /// How many events were missed.
+    pub missed: u64,
+}
+
+/// An entry's value as JSON, `null` for a tombstone.
+fn value_json(entry: &Entry) -> serde_json::Value {
+    entry
+        .value
+        .as_ref()
+        .map_or(serde_json::Value::Null, consort::Value::to_json)
 }
 
 #[cfg(test)]
@@ -218,6 +349,12 @@ mod tests {
             identity: members[0].identity.clone(),
             members,
             stats,
+            entries: 3,
+            bootstrapping: false,
+            leader: None,
+            term: 0,
+            clocks: Vec::new(),
+            group_time_us: 0,
         }
     }
 
@@ -237,12 +374,44 @@ mod tests {
         assert_eq!(json["datagrams"]["rejected"]["bad_tag"], 4);
         assert_eq!(json["datagrams"]["rejected"]["unknown_key"], 0);
         assert_eq!(json["datagrams"]["in"], 0);
+        assert_eq!(json["entries"], 3);
+        assert_eq!(json["bootstrapping"], false);
+    }
+
+    #[test]
+    fn entries_and_changes_show_version_and_origin() {
+        use consort_proto::replica::Hlc;
+        let entry = Entry {
+            key: consort::Key::new("kitchen/light/on").unwrap(),
+            value: Some(consort::Value::parse("true").unwrap()),
+            version: Version {
+                hlc: Hlc(77),
+                origin: NodeId(0xab),
+            },
+        };
+        let json = serde_json::to_value(EntryBody::new(&entry)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"key": "kitchen/light/on", "value": true,
+                "version": "77-00000000000000ab", "origin": "00000000000000ab"})
+        );
+        let deleted = Entry {
+            value: None,
+            ..entry
+        };
+        let json = serde_json::to_value(ChangeBody::new(9, &deleted)).unwrap();
+        assert_eq!(json["seq"], 9);
+        assert!(json["value"].is_null());
+        assert_eq!(json["deleted"], true);
     }
 
     #[test]
     fn peer_json_has_the_contract_fields() {
-        let json =
-            serde_json::to_value(PeerBody::new(&member(2, MemberState::Left, false))).unwrap();
+        let json = serde_json::to_value(PeerBody::new(
+            &member(2, MemberState::Left, false),
+            &status(),
+        ))
+        .unwrap();
         for key in [
             "id",
             "name",

@@ -2,17 +2,29 @@
 //!
 //! A new command adds a file here, a variant to [`Command`] and an arm to [`Command::run`].
 
+mod del;
+mod get;
 mod keygen;
+mod ls;
 mod peers;
+mod pulse;
+mod set;
 mod status;
 mod up;
+mod watch;
 
 use clap::Subcommand;
 
+pub use self::del::Del;
+pub use self::get::Get;
 pub use self::keygen::Keygen;
+pub use self::ls::Ls;
 pub use self::peers::Peers;
+pub use self::pulse::Pulse;
+pub use self::set::Set;
 pub use self::status::Status;
 pub use self::up::Up;
+pub use self::watch::Watch;
 
 /// What `consort` was asked to do.
 #[derive(Debug, Subcommand)]
@@ -25,6 +37,18 @@ pub enum Command {
     Status(Status),
     /// List every member of the group, this node included.
     Peers(Peers),
+    /// Print the value at a key.
+    Get(Get),
+    /// Write a JSON value at a key.
+    Set(Set),
+    /// Delete a key.
+    Del(Del),
+    /// List the entries at or under a prefix.
+    Ls(Ls),
+    /// Print changes and pulses as they happen (NDJSON).
+    Watch(Watch),
+    /// Send an event on a key to every watcher; never stored.
+    Pulse(Pulse),
 }
 
 impl Command {
@@ -35,6 +59,12 @@ impl Command {
             Command::Keygen(keygen) => keygen.run(),
             Command::Status(status) => status.run(),
             Command::Peers(peers) => peers.run(),
+            Command::Get(get) => get.run(),
+            Command::Set(set) => set.run(),
+            Command::Del(del) => del.run(),
+            Command::Ls(ls) => ls.run(),
+            Command::Watch(watch) => watch.run(),
+            Command::Pulse(pulse) => pulse.run(),
         }
     }
 }

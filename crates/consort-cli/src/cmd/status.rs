@@ -44,6 +44,7 @@ fn render(status: &StatusBody) -> String {
          leader   {} (term {})\n\
          peers    {} live\n\
          members  {members}\n\
+         state    {} entries{}\n\
          traffic  {} datagrams in ({} bytes), {} out ({} bytes), {} rejected\n",
         node.id,
         node.name,
@@ -53,6 +54,12 @@ fn render(status: &StatusBody) -> String {
         status.leader.as_deref().unwrap_or("none"),
         status.term,
         status.peers,
+        status.entries,
+        if status.bootstrapping {
+            ", bootstrapping from a peer"
+        } else {
+            ""
+        },
         d.received,
         d.bytes_in,
         d.sent,

@@ -53,6 +53,16 @@ pub struct Up {
     /// Election priority; higher leads [default: 0]
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i32>,
+    /// A key prefix this node owns: only it applies writes under it, others forward them
+    /// (repeatable)
+    #[arg(long = "own", value_name = "PREFIX")]
+    pub own: Vec<String>,
+    /// Largest value accepted, in bytes of compact JSON [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    pub max_value: Option<usize>,
+    /// How long deletes are remembered, so that they win over older writes [default: 86400]
+    #[arg(long, value_name = "SECS")]
+    pub tombstone_ttl: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on every API request
     #[arg(long, value_name = "TOKEN")]
     pub api_token: Option<String>,
@@ -143,6 +153,9 @@ fn node_config(settings: &Settings, secrets: Vec<String>) -> NodeConfig {
     config.mdns = settings.mdns;
     config.name = settings.name.clone();
     config.priority = settings.priority;
+    config.replica.owned = settings.own.clone();
+    config.replica.max_value = settings.max_value;
+    config.replica.tombstone_ttl = settings.tombstone_ttl;
     config
 }
 

@@ -353,6 +353,16 @@ impl Daemon {
         Some(serde_json::from_slice(&output.stdout).expect("--json prints JSON"))
     }
 
+    /// Runs the client command `consort ARGS --data-dir DIR` against this node to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        consort()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("consort runs")
+    }
+
     /// `GET path` on the node's API, parsed; panics if it fails.
     pub fn get(&self, path: &str) -> Value {
         let api = self.api_addr();
@@ -406,6 +416,16 @@ impl Drop for Daemon {
 /// `n` nodes of `group` on fixed loopback ports, data dirs `root/node{i}`, names `n{i}`, one
 /// secret ([`SECRET`]), each seeded with all the others; all answering.
 pub fn cluster(root: &Path, n: usize, group: &str) -> Vec<Daemon> {
+    cluster_with(root, n, group, |_| Vec::new())
+}
+
+/// [`cluster`], node `i` also given the flags `extra(i)` (`--own garage`).
+pub fn cluster_with(
+    root: &Path,
+    n: usize,
+    group: &str,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Vec<Daemon> {
     let secret = secret_file(root, "secret.txt", SECRET);
     let ports = free_ports(2 * n);
     let groups: Vec<SocketAddr> = ports[..n].iter().map(|&p| loopback(p)).collect();
@@ -416,7 +436,10 @@ pub fn cluster(root: &Path, n: usize, group: &str) -> Vec<Daemon> {
                 group,
                 secret_file: Some(&secret),
                 seeds: seeds.collect(),
-                extra: vec!["--name".into(), format!("n{i}")],
+                extra: ["--name".into(), format!("n{i}")]
+                    .into_iter()
+                    .chain(extra(i))
+                    .collect(),
             };
             let data_dir = root.join(format!("node{i}"));
             Daemon::start_at(&data_dir, groups[i], loopback(ports[n + i]), args)
@@ -427,15 +450,32 @@ pub fn cluster(root: &Path, n: usize, group: &str) -> Vec<Daemon> {
 /// A bare HTTP/1.1 GET on a fresh connection, with an optional bearer token: the status code
 /// and the body.
 pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result<(u16, String)> {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    http_request(addr, "GET", path, auth.as_deref(), None)
+}
+
+/// A bare HTTP/1.1 request on a fresh connection: `method` on `path` (sent as is, so it may
+/// hold any percent-encoding), an optional extra header line, an optional body of any bytes.
+/// Returns the status code and the body (which must not be chunked).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    header: Option<&str>,
+    body: Option<&[u8]>,
+) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let header = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    let length = body
+        .map(|b| format!("Content-Length: {}\r\n", b.len()))
         .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{header}{length}Connection: close\r\n\r\n"
+    );
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body.unwrap_or_default());
+    stream.write_all(&request)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);
@@ -445,6 +485,21 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result
         (Some(code), Some(body)) => Ok((code, body)),
         _ => Err(io::Error::other(format!("not an HTTP response: {text:?}"))),
     }
+}
+
+/// `PUT path` with `body`: the status code and the body.
+pub fn http_put(addr: SocketAddr, path: &str, body: &[u8]) -> io::Result<(u16, String)> {
+    http_request(addr, "PUT", path, None, Some(body))
+}
+
+/// `DELETE path`: the status code and the body.
+pub fn http_delete(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    http_request(addr, "DELETE", path, None, None)
+}
+
+/// `POST path` with `body`: the status code and the body.
+pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> io::Result<(u16, String)> {
+    http_request(addr, "POST", path, None, Some(body))
 }
 
 /// [`http_get`] for a `200 OK` JSON body, parsed.
