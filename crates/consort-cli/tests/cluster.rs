@@ -134,6 +134,21 @@ fn three_nodes_seeded_by_the_first_all_see_three_alive() {
     let (leader, term) = agreed.expect("one leader, its term, RTTs and offsets everywhere");
     assert_eq!(leader, lowest);
     assert!(term >= 1);
+    for node in &nodes {
+        let out = node.cli(&["leader", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(answer["leader"]["id"], lowest.as_str());
+        assert_eq!(answer["term"], term);
+        assert_eq!(answer["is_self"], node.id() == lowest);
+        let text = String::from_utf8(node.cli(&["leader"]).stdout).unwrap();
+        assert!(text.starts_with(&format!("{lowest} (")), "{text}");
+        assert!(text.contains(&format!("term {term}")), "{text}");
+    }
     eprintln!("three nodes converged in {:?}", started.elapsed());
 }
 

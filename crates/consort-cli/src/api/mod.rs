@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use self::metrics::StateGauges;
-use self::model::{DatagramCounts, MemberCounts, PeerBody, StatusBody};
+use self::model::{DatagramCounts, LeaderBody, MemberCounts, PeerBody, StatusBody};
 
 /// What the handlers share: the node and how to guard it.
 pub struct ApiState {
@@ -75,6 +75,7 @@ fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/leader", get(leader))
         .route("/v1/kv", get(state::list))
         .route(state::KV_PATH, entry())
         .route(&format!("{}{{*key}}", state::KV_PATH), entry())
@@ -168,6 +169,21 @@ async fn peers(State(state): State<Arc<ApiState>>) -> Result<Json<Vec<PeerBody>>
             .map(|m| PeerBody::new(m, &status))
             .collect(),
     ))
+}
+
+/// `GET /v1/leader`: the leader as this node sees it (its peer entry), and the term.
+async fn leader(State(state): State<Arc<ApiState>>) -> Result<Json<LeaderBody>, ApiError> {
+    let status = node_status(&state).await?;
+    let member = status
+        .members
+        .iter()
+        .find(|m| Some(m.identity.id) == status.leader)
+        .map(|m| PeerBody::new(m, &status));
+    Ok(Json(LeaderBody {
+        leader: member,
+        term: status.term,
+        is_self: status.leader == Some(status.identity.id),
+    }))
 }
 
 /// `GET /metrics`.

@@ -98,6 +98,17 @@ pub struct PeerBody {
     pub generation: u32,
 }
 
+/// `GET /v1/leader`: the leader's peer entry (null when there is none) and the term.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderBody {
+    /// The leader, as in `/v1/peers`; `null` when there is none (quorum lost, or waiting).
+    pub leader: Option<PeerBody>,
+    /// The term of the leadership.
+    pub term: u64,
+    /// Whether the answering node leads.
+    pub is_self: bool,
+}
+
 impl StatusBody {
     /// The status body for what the node reports.
     pub fn new(status: &Status, group: &str) -> StatusBody {

@@ -5,6 +5,7 @@
 mod del;
 mod get;
 mod keygen;
+mod leader;
 mod ls;
 mod peers;
 mod pulse;
@@ -18,6 +19,7 @@ use clap::Subcommand;
 pub use self::del::Del;
 pub use self::get::Get;
 pub use self::keygen::Keygen;
+pub use self::leader::Leader;
 pub use self::ls::Ls;
 pub use self::peers::Peers;
 pub use self::pulse::Pulse;
@@ -37,6 +39,8 @@ pub enum Command {
     Status(Status),
     /// List every member of the group, this node included.
     Peers(Peers),
+    /// Show the leader and its term.
+    Leader(Leader),
     /// Print the value at a key.
     Get(Get),
     /// Write a JSON value at a key.
@@ -59,6 +63,7 @@ impl Command {
             Command::Keygen(keygen) => keygen.run(),
             Command::Status(status) => status.run(),
             Command::Peers(peers) => peers.run(),
+            Command::Leader(leader) => leader.run(),
             Command::Get(get) => get.run(),
             Command::Set(set) => set.run(),
             Command::Del(del) => del.run(),
