@@ -35,6 +35,9 @@ pub(crate) enum Command {
     Pulse(Key, Value, oneshot::Sender<Result<(), WriteError>>),
 }
 
+/// Most datagrams or frames taken in one turn before the outputs are carried out.
+const BATCH: usize = 256;
+
 /// How often a wildcard-bound node checks whether its address changed.
 const ADDR_CHECK: Duration = Duration::from_secs(1);
 
@@ -88,7 +91,10 @@ impl Driver {
             let deadline = self.engine.poll_timeout();
             tokio::select! {
                 received = self.parts.socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => self.engine.handle_datagram(Instant::now(), from, &buf[..len]),
+                    Ok((len, from)) => {
+                        self.engine.handle_datagram(Instant::now(), from, &buf[..len]);
+                        self.take_waiting_datagrams(&mut buf);
+                    }
                     Err(e) => tracing::debug!("receive failed: {e}"),
                 },
                 () = sleep_until(deadline) => self.engine.handle_timeout(Instant::now()),
@@ -109,12 +115,29 @@ impl Driver {
                 }
                 Some(frame) = inputs.frames.recv() => {
                     self.engine.handle_stream(Instant::now(), frame.from, &frame.payload);
+                    for _ in 0..BATCH {
+                        let Ok(frame) = inputs.frames.try_recv() else { break };
+                        self.engine.handle_stream(Instant::now(), frame.from, &frame.payload);
+                    }
                 }
                 Some(sighting) = inputs.sightings.recv() => self.handle_sighting(sighting),
                 _ = addr_check.tick(), if watch_addr => self.check_addr(),
             }
         }
         self.stop();
+    }
+
+    /// Feeds the datagrams already queued in the socket, so that what they change is made
+    /// durable in one group commit instead of one fsync each.
+    fn take_waiting_datagrams(&mut self, buf: &mut [u8]) {
+        for _ in 0..BATCH {
+            match self.parts.socket.try_recv_from(buf) {
+                Ok((len, from)) => self
+                    .engine
+                    .handle_datagram(Instant::now(), from, &buf[..len]),
+                Err(_) => break,
+            }
+        }
     }
 
     fn stop(&mut self) {

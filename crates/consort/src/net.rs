@@ -8,14 +8,24 @@ use tokio::net::UdpSocket;
 /// The mDNS multicast group: a route to it names the LAN interface even with no seed.
 const MDNS_V4: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 251)), 5353);
 
+/// Socket buffer asked for: bursts of writes arrive faster than one task drains them, and a
+/// datagram the kernel drops is only repaired later by anti-entropy. The kernel caps it at
+/// `net.core.rmem_max`/`wmem_max`.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Binds UDP at `addr`; if the port is taken and `fallback` is set, binds a free port instead.
 pub(crate) async fn bind_udp(addr: SocketAddr, fallback: bool) -> io::Result<UdpSocket> {
-    match UdpSocket::bind(addr).await {
+    let socket = match UdpSocket::bind(addr).await {
         Err(e) if fallback && e.kind() == io::ErrorKind::AddrInUse => {
             UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).await
         }
         other => other,
-    }
+    }?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer only means more repairs under load.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    Ok(socket)
 }
 
 /// The address to advertise for a socket bound at `bound`, or `None` if no interface routes

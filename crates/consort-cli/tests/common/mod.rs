@@ -509,3 +509,121 @@ pub fn http_get_json(addr: SocketAddr, path: &str, token: Option<&str>) -> io::R
         (code, body) => Err(io::Error::other(format!("HTTP {code}: {body}"))),
     }
 }
+
+/// One HTTP/1.1 connection kept open across requests, for tests that send many (a fresh
+/// connection per request costs more than the request). Answers must carry a
+/// `Content-Length` (every JSON answer of the API does).
+pub struct HttpConn {
+    addr: SocketAddr,
+    reader: io::BufReader<TcpStream>,
+}
+
+impl HttpConn {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> io::Result<HttpConn> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConn {
+            addr,
+            reader: io::BufReader::new(stream),
+        })
+    }
+
+    /// `method path` with an optional body on this connection: the status code and the body.
+    /// After an error the connection is unusable.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> io::Result<(u16, String)> {
+        use std::io::BufRead;
+        let body = body.unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        self.reader.get_mut().write_all(&request)?;
+
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before an answer",
+            ));
+        }
+        let code: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("not an HTTP status line: {line:?}")))?;
+        let mut length = None;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in the headers",
+                ));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.ok_or_else(|| io::Error::other("answer without Content-Length"))?;
+        let mut answer = vec![0; length];
+        self.reader.read_exact(&mut answer)?;
+        Ok((code, String::from_utf8_lossy(&answer).into_owned()))
+    }
+}
+
+/// A small seeded pseudo-random generator (SplitMix64), so that a run can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator started from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `low..high` (`high > low`).
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low)
+    }
+}
+
+/// The seed of a randomized test: `CONSORT_TEST_SEED` if set, else one from the clock. It is
+/// printed, with how to run the test again with it.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = match std::env::var("CONSORT_TEST_SEED") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("CONSORT_TEST_SEED={text:?} is not a number")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    };
+    println!("{test}: seed {seed} (replay with CONSORT_TEST_SEED={seed})");
+    seed
+}

@@ -172,7 +172,9 @@ impl Engine {
             return; // not a live member any more; anti-entropy catches up later
         };
         let body = msg.encode();
-        if body.len() <= MAX_PAYLOAD {
+        // Snapshot parts must arrive in order, the last one last: all of them take the stream.
+        let ordered = matches!(msg, ReplicaMessage::Snapshot { .. });
+        if body.len() <= MAX_PAYLOAD && !ordered {
             self.transmit(addr, FrameKind::Replica, &body);
         } else {
             let mut frame = Vec::with_capacity(body.len() + 1);

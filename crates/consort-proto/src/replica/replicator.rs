@@ -361,6 +361,11 @@ impl Replicator {
                 self.forward(now, id, owner, key, value, queue, is_live(owner));
             }
             _ => {
+                // A blank node that starts writing on its own is no longer blank: anti-entropy
+                // merges with the group when a peer appears.
+                if self.bootstrap == (Bootstrap::Wanted { resync: false }) {
+                    self.bootstrap = Bootstrap::Idle;
+                }
                 let version = self.apply_local(key, value, wall_ms);
                 self.local_versions.insert(id, version);
                 self.pending.writes.push(id);
@@ -689,12 +694,16 @@ impl Replicator {
         for entry in entries {
             self.merge(entry);
         }
+        let complete = done && progress.received >= total;
         self.actions.push_back(Action::Bootstrap(progress));
-        if done {
+        if complete {
             if resync {
                 self.drop_forgotten(horizon);
             }
             self.bootstrap = Bootstrap::Idle;
+        } else if done {
+            // Parts went missing (a broken connection): start over, from any live peer.
+            self.bootstrap = Bootstrap::Wanted { resync };
         }
     }
 
