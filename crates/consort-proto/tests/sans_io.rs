@@ -25,13 +25,29 @@ const FORBIDDEN_CALLS: &[&str] = &[
 #[test]
 fn dependency_tree_has_no_runtime_or_socket_crate() {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-p", "consort-proto", "-e", "normal", "--prefix", "none", "--offline"])
+        .args([
+            "tree",
+            "-p",
+            "consort-proto",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo tree");
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8(out.stdout).unwrap();
-    assert!(tree.contains("foca"), "unexpected cargo tree output:\n{tree}");
+    assert!(
+        tree.contains("foca"),
+        "unexpected cargo tree output:\n{tree}"
+    );
     for line in tree.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
         assert!(
@@ -55,7 +71,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn source_reads_no_clock_and_opens_no_socket() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     assert!(files.len() >= 5, "found only {files:?}");
     let mut offences = Vec::new();
     for file in &files {
@@ -71,5 +90,9 @@ fn source_reads_no_clock_and_opens_no_socket() {
             }
         }
     }
-    assert!(offences.is_empty(), "I/O in consort-proto:\n{}", offences.join("\n"));
+    assert!(
+        offences.is_empty(),
+        "I/O in consort-proto:\n{}",
+        offences.join("\n")
+    );
 }
