@@ -21,6 +21,11 @@ pub struct Config {
     /// How many members receive each periodic gossip.
     pub gossip_fanout: usize,
     /// How many times each membership update is piggybacked.
+    ///
+    /// A suspected member must hear of the suspicion to refute it, and each node spends its
+    /// transmissions within a few gossip rounds. At 8, a 10-node group at 10% loss saw a false
+    /// `down` about every 90 virtual minutes (consort-sim); at 16, none in 600 minutes, nor at 20%
+    /// loss with 20 nodes. Updates are a few dozen bytes, so the cost on a LAN is small.
     pub max_transmissions: u8,
     /// How often seeds and discovered addresses that are not live members are announced to.
     pub announce_period: Duration,
@@ -39,7 +44,7 @@ impl Default for Config {
             suspect_timeout: Duration::from_millis(600),
             gossip_period: Duration::from_millis(100),
             gossip_fanout: 3,
-            max_transmissions: 8,
+            max_transmissions: 16,
             announce_period: Duration::from_secs(1),
             remember_down: Duration::from_secs(3600),
             reject_log_interval: Duration::from_secs(1),

@@ -384,12 +384,25 @@ impl Membership {
     ///
     /// foca's `change_identity` leaves it disconnected, with its timers cancelled, until a packet
     /// for the new identity arrives; peers still address the old one, which foca drops, so under
-    /// loss or a partition that may never happen, and suspects it holds are never resolved. An
-    /// empty `apply_many` makes foca look at its members again and reconnect if any is live.
+    /// loss or a partition that may never happen. The cancelled timers include those that turn
+    /// suspects into downs, and a suspect that answers probes stays suspect until it happens to
+    /// refute, which may be never. So suspicions are dropped (each suspect is taken as alive at
+    /// the next incarnation, here only): a member that is really gone fails its next probe and is
+    /// suspected again, with a timer. Applying them also makes foca reconnect if any member is
+    /// live.
     fn resume_probing(&mut self) {
+        let forgiven: Vec<foca::Member<Identity>> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| {
+                let incarnation = m.incarnation().saturating_add(1);
+                foca::Member::new(m.id().clone(), incarnation, foca::State::Alive)
+            })
+            .collect();
         let _ = self
             .swim
-            .apply_many(std::iter::empty(), false, &mut self.runtime);
+            .apply_many(forgiven.into_iter(), false, &mut self.runtime);
         self.collect_notifications();
     }
 }
