@@ -33,9 +33,21 @@
 //! [`Sim::run_until`]. Nodes are named by index (`n0`, `n1`, ...) and listen at
 //! `10.213.0.<index+1>:7470`.
 //!
-//! The simulator drives membership: datagrams, timers, saved state and events. It does not model
-//! the TCP streams or the storage of replicated entries (`Output::Stream` and `Output::Commit` are
-//! dropped).
+//! The simulator drives membership and replicated state: datagrams, timers, saved state, events,
+//! streams and commits. Each node's simulated disk keeps its [`consort_proto::SavedState`] and the
+//! entries and metadata of every `Output::Commit`, durable at once (newer versions only, collected
+//! keys removed); the engine is then told the commit's writes are durable before anything else
+//! happens. A restart passes the disk's entries and metadata back in `Setup`: a crash loses nothing
+//! committed, and nothing else. Each node's wall clock is virtual time plus an optional skew
+//! ([`Sim::set_skew`], [`Scenario::max_skew`]). `Output::Stream` frames reach the node listening
+//! at the address if it has the expected id, after the link's latency, in order per (sender,
+//! receiver) pair, and are never lost, except that a stream breaks (frames in flight dropped)
+//! when the link is cut either way or either end stops or crashes.
+//!
+//! [`Sim::write`] writes through a node (not queued) and records each write acknowledged as
+//! applied ([`Sim::acked_writes`]); [`Sim::store`] lists a node's entries, tombstones included.
+//! [`Sim::state_converged`] checks that every running node holds the same entries, and
+//! [`Sim::acked_writes_survive`] that no acknowledged write was lost or rolled back anywhere.
 //!
 //! # Seeds and replay
 //!
@@ -74,6 +86,7 @@ mod record;
 mod replay;
 mod scenario;
 mod sim;
+mod state;
 mod trace;
 
 pub use check::Divergence;
@@ -82,4 +95,5 @@ pub use node::NodeStatus;
 pub use record::{Record, Summary};
 pub use replay::{env_runs, env_seed, SeedRun, RUNS_ENV, SEED_ENV};
 pub use scenario::Scenario;
-pub use sim::{Sim, Tap, CHECK_EVERY, TRACE_ENV};
+pub use sim::{Sim, Tap, CHECK_EVERY, TRACE_ENV, WALL_EPOCH_MS};
+pub use state::{AckedWrite, StateDivergence};

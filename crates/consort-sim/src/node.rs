@@ -1,8 +1,10 @@
 //! One simulated host: its persistent facts (id, address, disk), and the engine while it runs.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use consort_proto::replica::{Entry, Key, Meta, Value, WriteId};
 use consort_proto::{Engine, NodeId, SavedState};
 
 /// Where a simulated node is in its life.
@@ -41,6 +43,14 @@ pub(crate) struct SimNode {
     pub(crate) run: u64,
     /// The virtual time a timer event is queued for, if any.
     pub(crate) armed: Option<Duration>,
+    /// Replicated entries made durable through `Output::Commit`: the simulated database.
+    pub(crate) entries: BTreeMap<Key, Entry>,
+    /// Replication metadata made durable with them.
+    pub(crate) meta: Meta,
+    /// How far this host's wall clock is ahead of the simulation's, in milliseconds.
+    pub(crate) skew_ms: u64,
+    /// Writes asked of the running engine and not completed yet: key and value.
+    pub(crate) pending: HashMap<WriteId, (Key, Option<Value>)>,
 }
 
 impl SimNode {
@@ -55,6 +65,10 @@ impl SimNode {
             engine: None,
             run: 0,
             armed: None,
+            entries: BTreeMap::new(),
+            meta: Meta::default(),
+            skew_ms: 0,
+            pending: HashMap::new(),
         }
     }
 

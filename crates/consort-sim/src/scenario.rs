@@ -26,6 +26,7 @@ pub struct Scenario {
     stagger: Duration,
     net: NetConfig,
     config: Config,
+    max_skew: Duration,
 }
 
 impl Scenario {
@@ -38,6 +39,7 @@ impl Scenario {
             stagger: Duration::ZERO,
             net: NetConfig::default(),
             config: Config::default(),
+            max_skew: Duration::ZERO,
         }
     }
 
@@ -85,6 +87,12 @@ impl Scenario {
         self
     }
 
+    /// Gives every node a wall clock ahead of the simulation's by a random `0..=max_skew`.
+    pub fn max_skew(mut self, max_skew: Duration) -> Scenario {
+        self.max_skew = max_skew;
+        self
+    }
+
     /// Engine timings.
     pub fn config(mut self, config: Config) -> Scenario {
         self.config = config;
@@ -100,6 +108,13 @@ impl Scenario {
         for node in 0..self.nodes {
             for seed in 0..self.seeded_through.min(self.nodes) {
                 sim.add_seed(node, seed);
+            }
+        }
+        if !self.max_skew.is_zero() {
+            let max = self.max_skew.as_millis() as u64;
+            for node in 0..self.nodes {
+                let skew = sim.rng().random_range(0..=max);
+                sim.set_skew(node, Duration::from_millis(skew));
             }
         }
         let gap = self.stagger.as_nanos() as u64 / self.nodes.max(1) as u64;

@@ -11,6 +11,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use consort_proto::replica::{Commit, WriteId, WriteOutcome};
 use consort_proto::{Config, Engine, Event, Keyring, MemberEvent, NodeId, Output, Setup};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -18,6 +19,7 @@ use rand::{RngExt, SeedableRng};
 use crate::net::{lan_addr, NetConfig, NetStats, Network};
 use crate::node::{NodeStatus, SimNode};
 use crate::record::Record;
+use crate::state::AckedWrite;
 
 /// How often [`Sim::run_until`] looks at its condition, in virtual time.
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -25,6 +27,9 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Environment variable that makes every simulator print what happens: `1` prints scenario steps
 /// and membership events, `2` also every delivered datagram, decoded.
 pub const TRACE_ENV: &str = "CONSORT_SIM_TRACE";
+
+/// Wall-clock time (ms since the Unix epoch) at virtual time zero, before any node's skew.
+pub const WALL_EPOCH_MS: u64 = 1_700_000_000_000;
 
 /// The group secret every simulated node shares.
 const SECRET: &str = "consort-sim shared group secret";
@@ -47,6 +52,14 @@ enum Happening {
     },
     /// A node's engine asked to be woken up; `run` tells which of its runs asked.
     Timer { node: usize, run: u64 },
+    /// A frame sent over the stream between two runs of two nodes reaches its end.
+    Stream {
+        from_node: usize,
+        from_run: u64,
+        dest: usize,
+        dest_run: u64,
+        frame: Vec<u8>,
+    },
 }
 
 /// The trace level [`TRACE_ENV`] asks for.
@@ -100,6 +113,12 @@ pub struct Sim {
     trace: u8,
     tap: Option<Tap>,
     scratch: Vec<Output>,
+    /// When the last frame queued on each (sender, receiver) stream arrives: frames keep order.
+    stream_tail: HashMap<(usize, usize), Duration>,
+    pub(crate) acked: Vec<AckedWrite>,
+    pub(crate) write_failures: u64,
+    /// Stream frames handed to a receiver.
+    pub(crate) frames_delivered: u64,
 }
 
 /// A function shown every datagram handed to a running engine: virtual time, sending node,
@@ -128,6 +147,10 @@ impl Sim {
             trace: trace_level(),
             tap: None,
             scratch: Vec::new(),
+            stream_tail: HashMap::new(),
+            acked: Vec::new(),
+            write_failures: 0,
+            frames_delivered: 0,
         }
     }
 
@@ -137,7 +160,7 @@ impl Sim {
     }
 
     /// The engines' view of the current virtual time.
-    fn instant(&self) -> Instant {
+    pub(crate) fn instant(&self) -> Instant {
         self.base + self.now
     }
 
@@ -242,10 +265,10 @@ impl Sim {
             keyring: self.keyring.clone(),
             config: self.config.clone(),
             seed: self.rng.random(),
-            wall_ms: 0,
+            wall_ms: WALL_EPOCH_MS + self.now.as_millis() as u64 + n.skew_ms,
             replica: Default::default(),
-            entries: Vec::new(),
-            meta: Default::default(),
+            entries: n.entries.values().cloned().collect(),
+            meta: n.meta,
             election: Default::default(),
         };
         let now = self.instant();
@@ -277,6 +300,7 @@ impl Sim {
         if n.engine.take().is_some() {
             n.status = NodeStatus::Crashed;
             n.armed = None;
+            n.pending.clear();
             self.note(format_args!("crash n{node}"));
         }
     }
@@ -294,6 +318,7 @@ impl Sim {
         n.engine = None;
         n.status = NodeStatus::Stopped;
         n.armed = None;
+        n.pending.clear();
     }
 
     /// Moves `node` to `addr` (a DHCP change, a new interface): the network delivers to the new
@@ -375,6 +400,13 @@ impl Sim {
                 datagram,
             } => self.deliver(from_node, from, to, &datagram),
             Happening::Timer { node, run } => self.fire(node, run, next.at),
+            Happening::Stream {
+                from_node,
+                from_run,
+                dest,
+                dest_run,
+                frame,
+            } => self.deliver_frame(from_node, from_run, dest, dest_run, &frame),
         }
         true
     }
@@ -457,30 +489,168 @@ impl Sim {
     }
 
     /// Acts on every output of `node`'s engine, in order, then queues its next timeout.
-    fn drain(&mut self, node: usize) {
-        let Some(engine) = self.nodes[node].engine.as_mut() else {
-            return;
-        };
-        let mut outputs = std::mem::take(&mut self.scratch);
-        while let Some(output) = engine.poll_output() {
-            outputs.push(output);
+    ///
+    /// Commits are durable as soon as they are acted on; once a pass of outputs is done, the
+    /// engine is told which writes they held ([`Engine::committed`]), and what that produces is
+    /// drained in turn, before anything else happens.
+    pub(crate) fn drain(&mut self, node: usize) {
+        let mut writes: Vec<WriteId> = Vec::new();
+        loop {
+            let now = self.instant();
+            let Some(engine) = self.nodes[node].engine.as_mut() else {
+                return;
+            };
+            if !writes.is_empty() {
+                engine.committed(now, &writes);
+                writes.clear();
+            }
+            let mut outputs = std::mem::take(&mut self.scratch);
+            while let Some(output) = engine.poll_output() {
+                outputs.push(output);
+            }
+            for output in outputs.drain(..) {
+                self.act(node, output, &mut writes);
+            }
+            self.scratch = outputs;
+            if writes.is_empty() {
+                break;
+            }
         }
-        for output in outputs.drain(..) {
-            self.act(node, output);
-        }
-        self.scratch = outputs;
         self.arm(node);
     }
 
-    fn act(&mut self, node: usize, output: Output) {
+    fn act(&mut self, node: usize, output: Output, committed: &mut Vec<WriteId>) {
         match output {
             Output::Transmit { to, datagram } => self.send(node, to, datagram),
             // Acted on before any later output, which is what "durable first" asks.
             Output::Save(state) => self.nodes[node].disk = state,
+            Output::Commit(commit) => {
+                self.make_durable(node, &commit);
+                committed.extend(commit.writes);
+            }
+            Output::WriteDone { id, result } => self.write_done(node, id, result),
+            Output::Stream { to, addr, frame } => self.send_frame(node, to, addr, frame),
             Output::Event(Event::Member(event)) => self.record(node, event),
             Output::Event(Event::Rejected { .. }) => self.rejected += 1,
-            // Streams, commits and replica events are outside what the simulator models.
+            // Other events (changes, pulses, bootstrap progress, elections) are not recorded.
             _ => {}
+        }
+    }
+
+    /// Makes a commit durable on `node`'s disk, as the real store does: collected keys removed,
+    /// then entries stored where newer than what is there, and the metadata kept.
+    fn make_durable(&mut self, node: usize, commit: &Commit) {
+        let n = &mut self.nodes[node];
+        for key in &commit.removed {
+            n.entries.remove(key);
+        }
+        for entry in &commit.entries {
+            match n.entries.get(&entry.key) {
+                Some(old) if old.version >= entry.version => {}
+                _ => {
+                    n.entries.insert(entry.key.clone(), entry.clone());
+                }
+            }
+        }
+        n.meta = commit.meta;
+    }
+
+    /// Records how a write asked through [`Sim::write`] ended.
+    fn write_done(
+        &mut self,
+        node: usize,
+        id: WriteId,
+        result: Result<WriteOutcome, consort_proto::replica::WriteError>,
+    ) {
+        let Some((key, value)) = self.nodes[node].pending.remove(&id) else {
+            return;
+        };
+        match result {
+            Ok(WriteOutcome::Applied(version)) => {
+                if self.trace >= 1 {
+                    eprintln!(
+                        "{:>10.4}s n{node}: acked {key:?}={value:?} @{version:?}",
+                        self.now.as_secs_f64()
+                    );
+                }
+                self.acked.push(AckedWrite {
+                    at: self.now,
+                    node,
+                    key,
+                    value,
+                    version,
+                });
+            }
+            // Queued writes are never asked for; anything else did not happen.
+            _ => self.write_failures += 1,
+        }
+    }
+
+    /// Queues a frame for the node listening at `addr` if it is `to` and can be reached now; it
+    /// arrives after the link's latency, after every frame queued before it on the same stream.
+    fn send_frame(&mut self, node: usize, to: NodeId, addr: SocketAddr, frame: Vec<u8>) {
+        let Some(dest) = self.net.owner(addr) else {
+            self.net.stats.unreachable += 1;
+            return;
+        };
+        if self.nodes[dest].id != to
+            || !self.nodes[dest].status.is_running()
+            || !self.stream_open(node, dest)
+        {
+            self.net.stats.unreachable += 1;
+            return;
+        }
+        let jitter = self.net.config.jitter.as_nanos() as u64;
+        let extra = if jitter == 0 {
+            0
+        } else {
+            self.rng.random_range(0..=jitter)
+        };
+        let arrival = self.now + self.net.config.latency + Duration::from_nanos(extra);
+        let tail = self.stream_tail.entry((node, dest)).or_default();
+        let at = arrival.max(*tail);
+        *tail = at;
+        let what = Happening::Stream {
+            from_node: node,
+            from_run: self.nodes[node].run,
+            dest,
+            dest_run: self.nodes[dest].run,
+            frame,
+        };
+        self.schedule(at, what);
+    }
+
+    /// Whether a stream between two nodes works: both directions open.
+    fn stream_open(&self, a: usize, b: usize) -> bool {
+        self.net.is_open(a, b) && self.net.is_open(b, a)
+    }
+
+    /// Hands a frame to its receiver unless the stream broke: a link cut, an end that stopped or
+    /// crashed (even if it restarted since).
+    fn deliver_frame(
+        &mut self,
+        from_node: usize,
+        from_run: u64,
+        dest: usize,
+        dest_run: u64,
+        frame: &[u8],
+    ) {
+        let (from, to) = (&self.nodes[from_node], &self.nodes[dest]);
+        let intact = from.run == from_run
+            && from.status.is_running()
+            && to.run == dest_run
+            && to.status.is_running()
+            && self.stream_open(from_node, dest);
+        if !intact {
+            self.net.stats.blocked += 1;
+            return;
+        }
+        let from_id = from.id;
+        self.frames_delivered += 1;
+        let now = self.instant();
+        if let Some(engine) = self.nodes[dest].engine.as_mut() {
+            engine.handle_stream(now, from_id, frame);
+            self.drain(dest);
         }
     }
 
