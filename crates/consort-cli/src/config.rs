@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use consort::{Key, ReplicaConfig, DEFAULT_GROUP_PORT};
+use consort_proto::election::Mode;
 use consort_proto::replica::RESERVED_PREFIX;
 use serde::Deserialize;
 
@@ -28,6 +29,9 @@ pub const MAX_VALUE_LIMIT: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A quorum of 0 members means nothing.
+    #[error("the quorum must be at least 1 member")]
+    Quorum,
     /// A file named in the settings cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -110,6 +114,8 @@ pub struct FileConfig {
     mdns: Option<bool>,
     name: Option<String>,
     priority: Option<i32>,
+    election: Option<Mode>,
+    quorum: Option<u32>,
     api_token: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default)]
@@ -185,6 +191,10 @@ pub struct Settings {
     pub name: Option<String>,
     /// Election priority.
     pub priority: i32,
+    /// How the leader is elected.
+    pub election: Mode,
+    /// No leader unless this many members are live.
+    pub quorum: Option<u32>,
     /// Bearer token the API requires, if any.
     pub api_token: Option<String>,
     /// How logs are written.
@@ -264,6 +274,11 @@ impl Settings {
             mdns: !flags.no_mdns && file.mdns.unwrap_or(true),
             name: flags.name.clone().or(file.name),
             priority: flags.priority.or(file.priority).unwrap_or(0),
+            election: flags.election.or(file.election).unwrap_or_default(),
+            quorum: match flags.quorum.or(file.quorum) {
+                Some(0) => return Err(ConfigError::Quorum),
+                quorum => quorum,
+            },
             api_token,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             own,

@@ -26,7 +26,22 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout as clap prints them.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        // A usage error is one line, like every other error: clap's first line, without its
+        // "error: " prefix and its "For more information" footer.
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("consort: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -164,3 +164,49 @@ fn keygen_prints_64_hex_digits() {
     assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_ne!(stdout(&run(&["keygen"])), text, "each secret is new");
 }
+
+#[test]
+fn election_flags_are_checked_and_quorum_holds_back_a_lone_leader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    assert_fails(
+        &run_up("127.0.0.1:0", &data, &["--quorum", "0"]),
+        2,
+        "quorum",
+    );
+    assert_fails(
+        &run_up("127.0.0.1:0", &data, &["--election", "bogus"]),
+        2,
+        "bogus",
+    );
+
+    let group = unique_group("quorum");
+    let lone = Daemon::start(UpArgs {
+        group: &group,
+        secret_file: None,
+        seeds: vec![],
+        extra: vec![
+            "--quorum".into(),
+            "2".into(),
+            "--election".into(),
+            "sticky".into(),
+        ],
+    });
+    // Well past the first heartbeats: still no leader, and `consort leader` says so (exit 1).
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(lone.status().unwrap()["leader"].is_null());
+    let out = lone.cli(&["leader"]);
+    assert_fails(&out, 1, "no leader");
+
+    let alone = Daemon::start(UpArgs {
+        group: &unique_group("no-quorum"),
+        secret_file: None,
+        seeds: vec![],
+        extra: vec![],
+    });
+    let leads = poll(Duration::from_secs(2), || {
+        let status = alone.status()?;
+        (status["leader"] == status["node"]["id"]).then_some(())
+    });
+    assert!(leads.is_some(), "without a quorum a lone node leads itself");
+}

@@ -53,6 +53,13 @@ pub struct Up {
     /// Election priority; higher leads [default: 0]
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i32>,
+    /// How the leader is chosen: ranked (highest priority, a returning better node takes over)
+    /// or sticky (the leader stays while alive) [default: ranked]
+    #[arg(long, value_name = "MODE")]
+    pub election: Option<consort_proto::election::Mode>,
+    /// No leader unless at least N members (this node included) are live
+    #[arg(long, value_name = "N")]
+    pub quorum: Option<u32>,
     /// A key prefix this node owns: only it applies writes under it, others forward them
     /// (repeatable)
     #[arg(long = "own", value_name = "PREFIX")]
@@ -153,6 +160,8 @@ fn node_config(settings: &Settings, secrets: Vec<String>) -> NodeConfig {
     config.mdns = settings.mdns;
     config.name = settings.name.clone();
     config.priority = settings.priority;
+    config.election.mode = settings.election;
+    config.election.quorum = settings.quorum.map(|q| q as usize);
     config.replica.owned = settings.own.clone();
     config.replica.max_value = settings.max_value;
     config.replica.tombstone_ttl = settings.tombstone_ttl;
