@@ -14,13 +14,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsString;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{consort_via, secret_file, time_until, SECRET};
+use common::lan::{self, nft, Lan};
+use common::{secret_file, time_until, SECRET};
 use serde_json::{json, Value};
 
 /// Hosts on the LAN; the last one is cut off.
@@ -35,126 +34,41 @@ const TABLE: &str = "consort_partition";
 /// How long after all see each other alive again the states must be identical.
 const CONVERGE_LIMIT: Duration = Duration::from_secs(2);
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// `nft -f -` with `script`, inside namespace `ns`.
-fn nft(ns: &str, script: &str) -> Result<(), String> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e}"))?;
-    let mut stdin = child.stdin.take().expect("stdin piped");
-    stdin
-        .write_all(script.as_bytes())
-        .map_err(|e| format!("nft: {e}"))?;
-    drop(stdin);
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    out.status.success().then_some(()).ok_or_else(|| {
-        format!(
-            "nft in {ns}: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })
-}
-
-fn addr(i: usize) -> String {
-    format!("10.213.0.{}", 10 + i)
-}
-
-/// Namespaces, bridge and daemons of one test run; torn down on drop, even after a panic.
-struct Lan {
-    prefix: String,
-    created: usize,
-    daemons: Vec<Child>,
-    logs: Vec<PathBuf>,
-}
-
-impl Lan {
-    fn ns(&self, i: usize) -> String {
-        format!("{}n{i}", self.prefix)
-    }
-
-    fn bridge(&self) -> String {
-        format!("{}br", self.prefix)
-    }
-
-    /// The `consort` binary, run inside host `i`.
-    fn consort_in(&self, i: usize) -> Command {
-        consort_via(&["ip", "netns", "exec", &self.ns(i)])
-    }
-
-    /// Creates `HOSTS` namespaces, each with `eth0` at 10.213.0.(10+i) on one bridge.
-    fn create() -> Result<Lan, String> {
-        let mut lan = Lan {
-            prefix: format!("cq{}", std::process::id() % 100_000),
-            created: 0,
-            daemons: Vec::new(),
-            logs: Vec::new(),
-        };
-        let br = lan.bridge();
-        ip(&["link", "add", &br, "type", "bridge"])?;
-        ip(&["link", "set", &br, "up"])?;
-        for i in 0..HOSTS {
-            let ns = lan.ns(i);
-            let host_end = format!("{}v{i}", lan.prefix);
-            ip(&["netns", "add", &ns])?;
-            lan.created = i + 1;
-            ip(&[
-                "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ])?;
-            ip(&["link", "set", &host_end, "master", &br, "up"])?;
-            let cidr = format!("{}/24", addr(i));
-            ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(lan)
-    }
-
+/// What this test does on a [`Lan`]: seeded daemons without mDNS, and their client commands.
+trait PartitionLan {
     /// Runs `consort up` inside host `i`, seeded with every other host, without mDNS.
+    fn start(&mut self, i: usize, root: &Path, secret: &Path);
+    /// Runs a client command against the daemon in host `i`; its stdout if it succeeded.
+    fn cli(&self, i: usize, args: &[&str]) -> Result<String, String>;
+    /// `consort ARGS --json` in host `i`, parsed.
+    fn json(&self, i: usize, args: &[&str]) -> Option<Value>;
+    /// The state host `i` shows for each node it lists, by id (none if it does not answer).
+    fn states(&self, i: usize) -> BTreeMap<String, String>;
+    /// Writes `value` (JSON) at `key` in host `i`, or deletes it (`None`): the version
+    /// returned.
+    fn write(&self, i: usize, key: &str, value: Option<&Value>) -> Version;
+    /// `consort ls --json` in host `i`: key to (value, version), or `None` if it failed.
+    fn listing(&self, i: usize) -> Option<BTreeMap<String, (Value, String)>>;
+}
+
+impl PartitionLan for Lan {
     fn start(&mut self, i: usize, root: &Path, secret: &Path) {
         let data_dir = root.join(format!("host{i}"));
         let log = root.join(format!("host{i}.log"));
-        let mut command = self.consort_in(i);
-        command
-            .args(["up", "--no-mdns", "--group", "netns-partition"])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--secret-file")
-            .arg(secret)
-            .args(["--bind", &format!("{}:7470", addr(i))])
-            .args(["--api", "127.0.0.1:7471", "--name", &format!("host{i}")]);
+        let mut args: Vec<OsString> = ["up", "--no-mdns", "--group", "netns-partition"]
+            .map(OsString::from)
+            .to_vec();
+        args.extend(["--data-dir".into(), data_dir.into_os_string()]);
+        args.extend(["--secret-file".into(), secret.as_os_str().to_owned()]);
+        args.extend(["--bind".into(), format!("{}:7470", self.addr(i)).into()]);
+        args.extend(["--api", "127.0.0.1:7471", "--name"].map(OsString::from));
+        args.push(format!("host{i}").into());
         for j in (0..HOSTS).filter(|&j| j != i) {
-            command.args(["--seed", &format!("{}:7470", addr(j))]);
+            args.extend(["--seed".into(), format!("{}:7470", self.addr(j)).into()]);
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn consort up in a namespace");
-        self.daemons.push(child);
-        self.logs.push(log);
+        self.spawn(i, args, Some(log));
     }
 
-    /// Runs a client command against the daemon in host `i`; its stdout if it succeeded.
     fn cli(&self, i: usize, args: &[&str]) -> Result<String, String> {
         let out = self
             .consort_in(i)
@@ -173,14 +87,12 @@ impl Lan {
         }
     }
 
-    /// `consort ARGS --json` in host `i`, parsed.
     fn json(&self, i: usize, args: &[&str]) -> Option<Value> {
         let mut args = args.to_vec();
         args.push("--json");
         serde_json::from_str(&self.cli(i, &args).ok()?).ok()
     }
 
-    /// The state host `i` shows for each node it lists, by id (none if it does not answer).
     fn states(&self, i: usize) -> BTreeMap<String, String> {
         let peers = self.json(i, &["peers"]);
         let peers = peers
@@ -192,8 +104,6 @@ impl Lan {
         peers.filter_map(state).collect()
     }
 
-    /// Writes `value` (JSON) at `key` in host `i`, or deletes it (`None`): the version
-    /// returned.
     fn write(&self, i: usize, key: &str, value: Option<&Value>) -> Version {
         let out = match value {
             Some(v) => self.cli(i, &["set", key, &v.to_string(), "--json"]),
@@ -204,7 +114,6 @@ impl Lan {
         Version::parse(written["version"].as_str().expect("a version"))
     }
 
-    /// `consort ls --json` in host `i`: key to (value, version), or `None` if it failed.
     fn listing(&self, i: usize) -> Option<BTreeMap<String, (Value, String)>> {
         let list = self.json(i, &["ls"])?;
         let entries = list.as_array()?.iter().map(|e| {
@@ -213,32 +122,6 @@ impl Lan {
             (key, (e["value"].clone(), version))
         });
         Some(entries.collect())
-    }
-
-    /// Each daemon's log, for a failure message.
-    fn logs(&self) -> String {
-        let tail = |path: &PathBuf| {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        };
-        let logs = self.logs.iter().enumerate();
-        logs.map(|(i, path)| format!("--- host{i} ---\n{}", tail(path)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for child in &mut self.daemons {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for i in 0..self.created {
-            let _ = ip(&["netns", "del", &self.ns(i)]);
-        }
-        let _ = ip(&["link", "del", &self.bridge()]);
     }
 }
 
@@ -286,31 +169,19 @@ impl History {
     }
 }
 
-fn tools_available() -> bool {
-    let probe = format!("cqprobe{}", std::process::id() % 100_000);
-    let ok = ip(&["netns", "add", &probe]).is_ok()
-        && nft(&probe, &format!("table inet {TABLE} {{ }}\n")).is_ok();
-    let _ = ip(&["netns", "del", &probe]);
-    ok
-}
-
 fn key(i: usize) -> String {
     format!("part/k{i:02}")
 }
 
 #[test]
 fn both_sides_of_a_partition_write_and_converge_to_lww_winners_after_heal() {
-    if !tools_available() {
-        assert!(
-            std::env::var("CONSORT_REQUIRE_NETNS").as_deref() != Ok("1"),
-            "network namespaces and nftables are required (CONSORT_REQUIRE_NETNS=1) but \
-             unavailable"
-        );
-        eprintln!("skipped: network namespaces need root, iproute2 and nft");
+    let nft_works = |probe: &str| nft(probe, &format!("table inet {TABLE} {{ }}\n")).is_ok();
+    let what = "network namespaces and nftables";
+    if lan::unavailable("cq", nft_works, what, "root, iproute2 and nft") {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let mut lan = Lan::create().expect("create the virtual LAN");
+    let mut lan = Lan::create("cq", HOSTS, &[], |_| Ok(())).expect("create the virtual LAN");
     // Written once: a daemon reading it while it is rewritten would find no secret.
     let secret = secret_file(root.path(), "secret.txt", SECRET);
     for i in 0..HOSTS {
@@ -355,7 +226,10 @@ fn both_sides_of_a_partition_write_and_converge_to_lww_winners_after_heal() {
     assert_eq!(lan.listing(0).unwrap(), history.winners());
 
     // Cut host 2 off from the other two, both ways.
-    let others: Vec<String> = (0..HOSTS).filter(|&j| j != ISOLATED).map(addr).collect();
+    let others: Vec<String> = (0..HOSTS)
+        .filter(|&j| j != ISOLATED)
+        .map(|j| lan.addr(j))
+        .collect();
     let others = others.join(", ");
     let rules = format!(
         "table inet {TABLE} {{\n\
