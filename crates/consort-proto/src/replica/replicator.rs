@@ -12,9 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::entry::{Clock, Entry, Hlc, InvalidData, Key, Value, Version};
 use super::message::{Refusal, ReplicaMessage};
-use super::reconcile::{Message as Reconcile, Session};
+use super::reconcile::Message as Reconcile;
 use super::store::{Applied, Store};
 use crate::id::NodeId;
+
+mod anti_entropy;
+mod snapshot;
+
+use anti_entropy::AntiEntropy;
 
 /// Keys under this prefix are Consort's own (node metadata); users cannot write them.
 pub const RESERVED_PREFIX: &str = "@consort";
@@ -231,27 +236,6 @@ pub(crate) struct Replicator {
     last_gc: Option<Instant>,
     anti_entropy: AntiEntropy,
 }
-
-/// The reconciliation round this node drives, if any.
-#[derive(Debug, Default)]
-struct AntiEntropy {
-    round: Option<Round>,
-    next_start: Option<Instant>,
-    /// Rounds started and completed, and bytes of reconciliation messages, for metrics.
-    started: u64,
-    completed: u64,
-}
-
-#[derive(Debug)]
-struct Round {
-    peer: NodeId,
-    session: Session,
-    last_activity: Instant,
-    started: Instant,
-}
-
-/// Give up a round that makes no progress for this long (the peer may be gone).
-const ROUND_ABANDON: Duration = Duration::from_secs(2);
 
 impl Replicator {
     /// Starts from the entries and metadata a previous run stored.
@@ -631,107 +615,6 @@ impl Replicator {
         self.actions.push_back(Action::WriteDone(write, outcome));
     }
 
-    /// Sends every entry, tombstones included, in parts.
-    fn send_snapshot(&mut self, to: NodeId) {
-        let total = self.store.len() as u64;
-        let horizon = self.store.gc_horizon();
-        let entries: Vec<Entry> = self.store.range("").cloned().collect();
-        let mut parts = entries.chunks(SNAPSHOT_PART).peekable();
-        if parts.peek().is_none() {
-            let msg = ReplicaMessage::Snapshot {
-                entries: Vec::new(),
-                total,
-                horizon,
-                done: true,
-            };
-            return self.actions.push_back(Action::Send(to, msg));
-        }
-        while let Some(part) = parts.next() {
-            let msg = ReplicaMessage::Snapshot {
-                entries: part.to_vec(),
-                total,
-                horizon,
-                done: parts.peek().is_none(),
-            };
-            self.actions.push_back(Action::Send(to, msg));
-        }
-    }
-
-    fn receive_snapshot(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        entries: Vec<Entry>,
-        total: u64,
-        horizon: Hlc,
-        done: bool,
-    ) {
-        let Bootstrap::Receiving {
-            from: source,
-            resync,
-            received,
-            seen,
-            last_part,
-        } = &mut self.bootstrap
-        else {
-            return;
-        };
-        if *source != from {
-            return;
-        }
-        let resync = *resync;
-        *received += entries.len() as u64;
-        *last_part = now;
-        let progress = Progress {
-            from,
-            received: *received,
-            total,
-            done,
-        };
-        if resync {
-            seen.extend(entries.iter().map(|e| e.key.clone()));
-        }
-        for entry in entries {
-            self.merge(entry);
-        }
-        let complete = done && progress.received >= total;
-        self.actions.push_back(Action::Bootstrap(progress));
-        if complete {
-            if resync {
-                self.drop_forgotten(horizon);
-            }
-            self.bootstrap = Bootstrap::Idle;
-        } else if done {
-            // Parts went missing (a broken connection): start over, from any live peer.
-            self.bootstrap = Bootstrap::Wanted { resync };
-        }
-    }
-
-    /// After a resync: drop what the peer forgot as deleted (absent there, older than its
-    /// horizon); keep newer local writes, which win over any forgotten delete anyway.
-    fn drop_forgotten(&mut self, horizon: Hlc) {
-        let Bootstrap::Receiving { seen, .. } = &self.bootstrap else {
-            return;
-        };
-        let stale: Vec<Key> = self
-            .store
-            .range("")
-            .filter(|e| e.version.hlc < horizon && !seen.contains(&e.key))
-            .map(|e| e.key.clone())
-            .collect();
-        for key in stale {
-            self.store.remove(&key);
-            self.pending.removed.push(key);
-        }
-        let mine: Vec<Entry> = self
-            .store
-            .range("")
-            .filter(|e| !seen.contains(&e.key))
-            .cloned()
-            .collect();
-        self.push.extend(mine);
-    }
-
     /// Timers: forward retries and deadlines, bootstrap, tombstone collection. `live` lists the
     /// live peers in random order.
     pub(crate) fn tick(&mut self, now: Instant, wall_ms: u64, live: &[NodeId], round_seed: u32) {
@@ -770,39 +653,6 @@ impl Replicator {
         for id in due {
             self.send_forward(now, id);
         }
-    }
-
-    fn advance_bootstrap(&mut self, now: Instant, live: &[NodeId]) {
-        let resync = match &self.bootstrap {
-            Bootstrap::Idle => return,
-            Bootstrap::Wanted { resync } => *resync,
-            Bootstrap::Receiving {
-                from,
-                resync,
-                last_part,
-                ..
-            } => {
-                let stalled = now.duration_since(*last_part) > self.config.bootstrap_timeout;
-                if !stalled && live.contains(from) {
-                    return;
-                }
-                *resync
-            }
-        };
-        self.bootstrap = match live.first() {
-            Some(&peer) => {
-                self.actions
-                    .push_back(Action::Send(peer, ReplicaMessage::SnapshotRequest));
-                Bootstrap::Receiving {
-                    from: peer,
-                    resync,
-                    received: 0,
-                    seen: HashSet::new(),
-                    last_part: now,
-                }
-            }
-            None => Bootstrap::Wanted { resync },
-        };
     }
 
     fn collect_tombstones(&mut self, wall_ms: u64) {
@@ -891,98 +741,4 @@ fn node_of_meta_key(key: &Key) -> Option<NodeId> {
         .strip_prefix("/nodes/")?
         .parse()
         .ok()
-}
-
-impl Replicator {
-    /// Starts a round with a random live peer when due; resends or abandons a stalled one.
-    fn drive_anti_entropy(&mut self, now: Instant, live: &[NodeId], round_seed: u32) {
-        if let Some(round) = &mut self.anti_entropy.round {
-            let idle = now.duration_since(round.last_activity);
-            if !live.contains(&round.peer) || now.duration_since(round.started) > ROUND_ABANDON {
-                self.anti_entropy.round = None;
-            } else if idle >= self.config.anti_entropy_resend {
-                round.last_activity = now;
-                let peer = round.peer;
-                for request in round.session.resend() {
-                    self.actions.push_back(Action::Send(
-                        peer,
-                        ReplicaMessage::Reconcile(Reconcile::Request(request)),
-                    ));
-                }
-            }
-            return;
-        }
-        let due = self.anti_entropy.next_start.is_none_or(|t| now >= t);
-        // A node pulling a snapshot would only reconcile what the snapshot brings anyway.
-        let Some(&peer) = live.first().filter(|_| due && !self.is_bootstrapping()) else {
-            return;
-        };
-        self.anti_entropy.next_start = Some(now + self.config.anti_entropy_period);
-        let (session, request) = Session::start(&self.store, round_seed);
-        self.anti_entropy.started += 1;
-        self.anti_entropy.round = Some(Round {
-            peer,
-            session,
-            last_activity: now,
-            started: now,
-        });
-        self.actions.push_back(Action::Send(
-            peer,
-            ReplicaMessage::Reconcile(Reconcile::Request(request)),
-        ));
-    }
-
-    /// Answers a peer's reconciliation request, and sends it what it lacks.
-    fn answer_reconcile(&mut self, from: NodeId, request: &super::reconcile::Request) {
-        let Ok(response) = self.store.answer(request) else {
-            return; // a bug or a version mismatch at the peer; nothing to answer
-        };
-        self.actions.push_back(Action::Send(
-            from,
-            ReplicaMessage::Reconcile(Reconcile::Reply(response.reply)),
-        ));
-        self.push_keys(from, &response.push);
-    }
-
-    /// Feeds a reply to the round this node drives.
-    fn continue_round(&mut self, now: Instant, from: NodeId, reply: &super::reconcile::Reply) {
-        let Some(round) = self.anti_entropy.round.as_mut().filter(|r| r.peer == from) else {
-            return;
-        };
-        round.last_activity = now;
-        let step = round.session.handle(&self.store, reply);
-        let done = round.session.is_done();
-        for request in step.send {
-            self.actions.push_back(Action::Send(
-                from,
-                ReplicaMessage::Reconcile(Reconcile::Request(request)),
-            ));
-        }
-        self.push_keys(from, &step.push);
-        if !step.stale.is_empty() {
-            // The peer forgot deletes this node never saw: merging could resurrect them.
-            self.anti_entropy.round = None;
-            self.bootstrap = Bootstrap::Wanted { resync: true };
-            return;
-        }
-        if done {
-            self.anti_entropy.round = None;
-            self.anti_entropy.completed += 1;
-        }
-    }
-
-    fn push_keys(&mut self, to: NodeId, keys: &[Key]) {
-        let entries: Vec<Entry> = keys
-            .iter()
-            .filter_map(|k| self.store.get(k).cloned())
-            .collect();
-        if !entries.is_empty() {
-            self.actions.push_back(Action::PushTo(to, entries));
-        }
-    }
-
-    /// Reconciliation rounds started and completed by this node.
-    pub(crate) fn anti_entropy_rounds(&self) -> (u64, u64) {
-        (self.anti_entropy.started, self.anti_entropy.completed)
-    }
 }
