@@ -11,20 +11,31 @@ use crate::node::NodeStatus;
 use crate::record::Record;
 use crate::sim::Sim;
 
-/// Why the membership views have not converged: one line per difference found.
+/// Why a check of the nodes failed (membership views, or replicated state): one line per
+/// difference found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Divergence {
+    /// What was checked and did not hold, e.g. "membership not converged".
+    pub subject: &'static str,
     /// Virtual time of the check.
     pub at: Duration,
     /// Each difference, e.g. `n2 sees n4 as suspect`.
     pub problems: Vec<String>,
 }
 
+impl Divergence {
+    /// Membership views that do not agree.
+    pub const MEMBERSHIP: &'static str = "membership not converged";
+    /// Replicated state that is wrong somewhere.
+    pub const STATE: &'static str = "replicated state wrong";
+}
+
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "membership not converged at {:.3}s ({} problems):",
+            "{} at {:.3}s ({} problems):",
+            self.subject,
             self.at.as_secs_f64(),
             self.problems.len()
         )?;
@@ -141,6 +152,7 @@ impl Sim {
             Ok(())
         } else {
             Err(Divergence {
+                subject: Divergence::MEMBERSHIP,
                 at: self.now(),
                 problems,
             })
@@ -155,6 +167,7 @@ impl Sim {
                 .membership_converged()
                 .err()
                 .unwrap_or_else(|| Divergence {
+                    subject: Divergence::MEMBERSHIP,
                     at: self.now(),
                     problems: vec!["converged only after the limit".into()],
                 })),

@@ -96,4 +96,4 @@ pub use record::{Record, Summary};
 pub use replay::{env_runs, env_seed, SeedRun, RUNS_ENV, SEED_ENV};
 pub use scenario::Scenario;
 pub use sim::{Sim, Tap, CHECK_EVERY, TRACE_ENV, WALL_EPOCH_MS};
-pub use state::{AckedWrite, StateDivergence};
+pub use state::AckedWrite;

@@ -1,11 +1,11 @@
 //! Replicated state: writing through a node, reading a node's store, and the state invariants.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use consort_proto::replica::{Entry, Key, Value, Version, WriteError};
 
+use crate::check::Divergence;
 use crate::sim::Sim;
 
 /// A write a node acknowledged as applied ([`consort_proto::replica::WriteOutcome::Applied`]).
@@ -23,40 +23,15 @@ pub struct AckedWrite {
     pub version: Version,
 }
 
-/// Why the replicated state check failed: one line per difference found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StateDivergence {
-    /// Virtual time of the check.
-    pub at: Duration,
-    /// Each difference, e.g. `n2 has a=1@..., n0 has a=2@...`.
-    pub problems: Vec<String>,
-}
-
-impl fmt::Display for StateDivergence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "replicated state wrong at {:.3}s ({} problems):",
-            self.at.as_secs_f64(),
-            self.problems.len()
-        )?;
-        for problem in self.problems.iter().take(20) {
-            write!(f, "\n  {problem}")?;
-        }
-        if self.problems.len() > 20 {
-            write!(f, "\n  ... and {} more", self.problems.len() - 20)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for StateDivergence {}
-
-fn result(at: Duration, problems: Vec<String>) -> Result<(), StateDivergence> {
+fn result(at: Duration, problems: Vec<String>) -> Result<(), Divergence> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(StateDivergence { at, problems })
+        Err(Divergence {
+            subject: Divergence::STATE,
+            at,
+            problems,
+        })
     }
 }
 
@@ -113,7 +88,7 @@ impl Sim {
 
     /// Checks that what each running node holds in memory is what its disk holds: every change
     /// it made was committed.
-    pub fn disks_match_memory(&self) -> Result<(), StateDivergence> {
+    pub fn disks_match_memory(&self) -> Result<(), Divergence> {
         let mut problems = Vec::new();
         for n in self.running() {
             let memory = self.store(n).unwrap_or_default();
@@ -158,7 +133,7 @@ impl Sim {
     /// Checks that every running node holds the same live entries (keys, values, versions), and
     /// that a key deleted on one is deleted (a tombstone, or collected) on every other: tombstones
     /// may be collected at different times.
-    pub fn state_converged(&self) -> Result<(), StateDivergence> {
+    pub fn state_converged(&self) -> Result<(), Divergence> {
         let mut problems = Vec::new();
         let running = self.running();
         let stores: Vec<(usize, BTreeMap<Key, Entry>)> = running
@@ -200,7 +175,7 @@ impl Sim {
     /// there is at least the acknowledged one (a later write may supersede it, an older one never
     /// may), and a key whose newest acknowledged write is a delete is deleted there (a tombstone,
     /// or collected) unless a newer write it holds replaced the delete.
-    pub fn acked_writes_survive(&self) -> Result<(), StateDivergence> {
+    pub fn acked_writes_survive(&self) -> Result<(), Divergence> {
         let mut problems = Vec::new();
         let mut latest: BTreeMap<&Key, &AckedWrite> = BTreeMap::new();
         for w in &self.acked {
@@ -252,14 +227,15 @@ impl Sim {
 
     /// Runs until [`Sim::state_converged`] and [`Sim::acked_writes_survive`] hold, for at most
     /// `limit`; returns the time it took.
-    pub fn await_state(&mut self, limit: Duration) -> Result<Duration, StateDivergence> {
+    pub fn await_state(&mut self, limit: Duration) -> Result<Duration, Divergence> {
         let ok = |sim: &Sim| sim.state_converged().is_ok() && sim.acked_writes_survive().is_ok();
         match self.run_until(limit, ok) {
             Some(took) => Ok(took),
             None => {
                 self.state_converged()?;
                 self.acked_writes_survive()?;
-                Err(StateDivergence {
+                Err(Divergence {
+                    subject: Divergence::STATE,
                     at: self.now(),
                     problems: vec!["converged only after the limit".into()],
                 })
