@@ -3,6 +3,7 @@
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
+use crate::messaging::MessagingConfig;
 use crate::wire::MAX_PAYLOAD;
 
 /// How the core behaves on the network. The defaults suit devices on one LAN.
@@ -33,6 +34,8 @@ pub struct Config {
     pub remember_down: Duration,
     /// Minimum time between two log events for the same rejection reason.
     pub reject_log_interval: Duration,
+    /// Message and service limits.
+    pub messaging: MessagingConfig,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             announce_period: Duration::from_secs(1),
             remember_down: Duration::from_secs(3600),
             reject_log_interval: Duration::from_secs(1),
+            messaging: MessagingConfig::default(),
         }
     }
 }

@@ -19,6 +19,9 @@ use crate::config::Config;
 use crate::election::{Election, ElectionConfig, ElectionEvent};
 use crate::id::{clip_name, Identity, NodeId};
 use crate::membership::{Member, MemberEvent, Membership};
+use crate::messaging::{
+    CallError, CallId, Message, MessageId, Messaging, Reply, Request, SendError,
+};
 use crate::replica::replicator::Replicator;
 use crate::replica::{Change, Commit, Entry, Key, Meta, Progress, ReplicaConfig, Value};
 use crate::replica::{WriteError, WriteId, WriteOutcome};
@@ -26,6 +29,7 @@ use crate::timer::TimerQueue;
 use crate::wire::{self, CounterBlock, FrameKind, Keyring, RejectReason, ReplayWindow};
 
 mod coordination;
+mod messaging;
 mod replication;
 
 /// How often a leader claims its term (the election's heartbeat; the same on every node).
@@ -119,6 +123,22 @@ pub enum Output {
         /// The frame.
         frame: Vec<u8>,
     },
+    /// A reliable send from [`Engine::send`] ended.
+    SendDone {
+        /// The send.
+        id: MessageId,
+        /// Acknowledged by every receiver, or who did not acknowledge it in time.
+        result: Result<(), SendError>,
+    },
+    /// A call from [`Engine::call`] ended.
+    CallDone {
+        /// The call.
+        id: CallId,
+        /// The replies (one, or one per provider for [`crate::messaging::Policy::All`]).
+        result: Result<Vec<Reply>, CallError>,
+    },
+    /// Run a request for a service this node provides, then answer with [`Engine::respond`].
+    Serve(Request),
     /// Something happened that users or logs may want to know.
     Event(Event),
 }
@@ -144,6 +164,8 @@ pub enum Event {
     Bootstrap(Progress),
     /// Leadership changed.
     Election(ElectionEvent),
+    /// A message arrived (or a leader's own broadcast, or a message to itself).
+    Message(Message),
     /// A datagram was dropped. Emitted at most once per reason per
     /// [`Config::reject_log_interval`]; `suppressed` counts the drops not reported since.
     Rejected {
@@ -203,6 +225,7 @@ pub struct Engine {
     reject_log: HashMap<RejectReason, (Option<Instant>, u64)>,
     replicator: Replicator,
     election: Election,
+    messaging: Messaging,
     clock: GroupClock,
     rng: StdRng,
     /// Wall time (ms) at `start`; wall time later is derived from the monotonic clock.
@@ -239,6 +262,7 @@ impl Engine {
         let mut engine = Engine {
             replicator,
             election: Election::new(setup.id, setup.election),
+            messaging: Messaging::new(setup.id, generation, setup.config.messaging.clone()),
             clock: GroupClock::new(setup.id, ClockConfig::default()),
             rng: StdRng::seed_from_u64(setup.seed ^ 0x5eed_0fc0_5027),
             wall_base: (now, setup.wall_ms),
@@ -322,12 +346,19 @@ impl Engine {
                     self.reject(now, from, RejectReason::Malformed);
                 }
             }
+            FrameKind::Message => {
+                if !self.handle_message(now, opened.sender, &opened.payload) {
+                    self.reject(now, from, RejectReason::Malformed);
+                }
+            }
         }
         self.flush(now);
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.messaging_tick(now);
+        self.flush(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Swim(t) => self.membership.handle_timer(t),
@@ -357,7 +388,10 @@ impl Engine {
 
     /// The next instant [`Engine::handle_timeout`] must be called at.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        match (self.timers.next_deadline(), self.messaging_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next thing the driver must do.
@@ -489,8 +523,15 @@ impl Engine {
                 self.outputs.push_back(Output::Save(self.saved));
                 renewed = true;
             }
-            if let MemberEvent::Up(identity) = &event {
-                self.replicator.peer_up(now, identity.id);
+            match &event {
+                MemberEvent::Up(identity) => {
+                    self.replicator.peer_up(now, identity.id);
+                    self.messaging_peer_up(now, identity.id);
+                }
+                MemberEvent::Renamed { to, .. } => self.messaging_peer_up(now, to.id),
+                MemberEvent::Down(m) => self.messaging_peer_gone(now, m.id, false),
+                MemberEvent::Left(m) => self.messaging_peer_gone(now, m.id, true),
+                MemberEvent::SelfRenewed(_) => {}
             }
             self.outputs.push_back(Output::Event(Event::Member(event)));
         }
@@ -503,6 +544,7 @@ impl Engine {
         self.run_election();
         self.replicator.flush();
         self.run_replica_actions();
+        self.run_messaging_actions();
         // Sending may have produced more membership output (none today), and acting on the
         // replicator's actions never produces more actions: one pass is enough.
     }

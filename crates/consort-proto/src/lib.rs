@@ -61,6 +61,7 @@ pub mod election;
 mod engine;
 pub mod id;
 pub mod membership;
+pub mod messaging;
 pub mod replica;
 pub mod stream;
 mod timer;

@@ -152,6 +152,13 @@ impl Membership {
         self.swim.iter_members().any(|m| m.id().id == id)
     }
 
+    /// Whether node `id` is a member that is down but may return (not one that left).
+    pub(crate) fn is_down(&self, id: NodeId) -> bool {
+        self.swim
+            .iter_membership_state()
+            .any(|m| m.id().id == id && m.state() == foca::State::Down && !self.has_left(m.id()))
+    }
+
     /// Node ids of the live members (alive or suspect), this node excluded.
     pub(crate) fn live_ids(&self) -> Vec<NodeId> {
         self.swim.iter_members().map(|m| m.id().id).collect()

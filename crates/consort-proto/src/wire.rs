@@ -50,6 +50,8 @@ pub enum FrameKind {
     Control,
     /// A replication message ([`crate::replica::ReplicaMessage`]).
     Replica,
+    /// A message between members, or a service call ([`crate::messaging`]).
+    Message,
 }
 
 impl FrameKind {
@@ -60,6 +62,7 @@ impl FrameKind {
             FrameKind::Swim => 0,
             FrameKind::Control => 1,
             FrameKind::Replica => 2,
+            FrameKind::Message => 3,
         }
     }
 
@@ -69,6 +72,7 @@ impl FrameKind {
             0 => Some(FrameKind::Swim),
             1 => Some(FrameKind::Control),
             2 => Some(FrameKind::Replica),
+            3 => Some(FrameKind::Message),
             _ => None,
         }
     }

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use consort_proto::election::ElectionEvent;
+use consort_proto::messaging::{
+    CallError, CallId, CallOptions, MessageId, Reply, SendError, SendOptions, Target,
+};
 use consort_proto::replica::{Commit, Entry, Key, Value, WriteError, WriteId, WriteOutcome};
 use consort_proto::{Engine, Event, MemberEvent, Output};
 use tokio::net::UdpSocket;
@@ -13,8 +17,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::data_dir::DataDir;
 use crate::discovery::{Discovery, Sighting};
+use crate::group::{GroupEvent, GroupEvents, Translator};
 use crate::net;
 use crate::node::Status;
+use crate::service::{IncomingRequest, Response};
 use crate::storage::Storage;
 use crate::stream::{Received, Streams};
 use crate::watch::ChangeLog;
@@ -33,6 +39,26 @@ pub(crate) enum Command {
     Get(Key, oneshot::Sender<Option<Entry>>),
     List(String, oneshot::Sender<Vec<Entry>>),
     Pulse(Key, Value, oneshot::Sender<Result<(), WriteError>>),
+    /// A message; `reply` (if any) gets the outcome: at once for best-effort, once acked for
+    /// reliable.
+    Send {
+        target: Target,
+        body: Vec<u8>,
+        options: SendOptions,
+        reply: Option<oneshot::Sender<Result<(), SendError>>>,
+    },
+    Call {
+        service: String,
+        body: Vec<u8>,
+        options: CallOptions,
+        reply: oneshot::Sender<Result<Vec<Reply>, CallError>>,
+    },
+    Serve {
+        service: String,
+        requests: mpsc::Sender<IncomingRequest>,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    GroupEvents(oneshot::Sender<GroupEvents>),
 }
 
 /// Most datagrams or frames taken in one turn before the outputs are carried out.
@@ -52,6 +78,8 @@ pub(crate) struct Parts {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) changes: Arc<Mutex<ChangeLog>>,
     pub(crate) discovery: Option<Discovery>,
+    /// Where handlers send their answers (handed to each [`IncomingRequest`]).
+    pub(crate) responses: mpsc::UnboundedSender<Response>,
 }
 
 pub(crate) struct Driver {
@@ -61,6 +89,13 @@ pub(crate) struct Driver {
     discovered: HashMap<String, Vec<SocketAddr>>,
     /// Local writes waiting for their outcome.
     waiters: HashMap<WriteId, oneshot::Sender<Result<WriteOutcome, WriteError>>>,
+    /// Reliable sends waiting for their acks.
+    sends: HashMap<MessageId, oneshot::Sender<Result<(), SendError>>>,
+    /// Calls waiting for their replies.
+    calls: HashMap<CallId, oneshot::Sender<Result<Vec<Reply>, CallError>>>,
+    /// Where requests for each service served here go.
+    handlers: HashMap<String, mpsc::Sender<IncomingRequest>>,
+    translator: Translator,
 }
 
 /// Channels the driver listens on.
@@ -68,6 +103,8 @@ pub(crate) struct Inputs {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) sightings: mpsc::Receiver<Sighting>,
     pub(crate) frames: mpsc::Receiver<Received>,
+    pub(crate) responses: mpsc::UnboundedReceiver<Response>,
+    pub(crate) unserves: mpsc::UnboundedReceiver<String>,
 }
 
 impl Driver {
@@ -77,6 +114,10 @@ impl Driver {
             parts,
             discovered: HashMap::new(),
             waiters: HashMap::new(),
+            sends: HashMap::new(),
+            calls: HashMap::new(),
+            handlers: HashMap::new(),
+            translator: Translator::default(),
         }
     }
 
@@ -121,6 +162,13 @@ impl Driver {
                     }
                 }
                 Some(sighting) = inputs.sightings.recv() => self.handle_sighting(sighting),
+                Some((id, result)) = inputs.responses.recv() => {
+                    self.engine.respond(Instant::now(), id, result);
+                    while let Ok((id, result)) = inputs.responses.try_recv() {
+                        self.engine.respond(Instant::now(), id, result);
+                    }
+                }
+                Some(service) = inputs.unserves.recv() => self.unserve(&service),
                 _ = addr_check.tick(), if watch_addr => self.check_addr(),
             }
         }
@@ -186,8 +234,94 @@ impl Driver {
             Command::Pulse(key, value, reply) => {
                 let _ = reply.send(self.engine.pulse(now, key, value));
             }
+            Command::Send {
+                target,
+                body,
+                options,
+                reply,
+            } => match self.engine.send(now, target, body, options) {
+                Ok(id) if options.reliable => {
+                    if let Some(reply) = reply {
+                        self.sends.insert(id, reply);
+                    }
+                }
+                result => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result.map(|_| ()));
+                    }
+                }
+            },
+            Command::Call {
+                service,
+                body,
+                options,
+                reply,
+            } => match self.engine.call(now, &service, body, options) {
+                Ok(id) => {
+                    self.calls.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Serve {
+                service,
+                requests,
+                reply,
+            } => {
+                let result = self.engine.serve(now, &service).map(|_| ());
+                if result.is_ok() {
+                    self.handlers.insert(service, requests);
+                }
+                let _ = reply.send(result);
+            }
+            Command::GroupEvents(reply) => {
+                let _ = reply.send(self.translator.subscribe(self.role_events()));
+            }
         }
         true
+    }
+
+    /// The current leadership and this node's part in it, as events (for a new subscriber).
+    fn role_events(&self) -> Vec<GroupEvent> {
+        let Some(leader) = self.engine.leader() else {
+            return Vec::new();
+        };
+        let term = self.engine.term();
+        let mut events = vec![GroupEvent::LeaderChanged {
+            leader: Some(leader),
+            term,
+        }];
+        if self.engine.is_leader() {
+            events.push(GroupEvent::PromotedLeader);
+        } else if self.engine.is_follower() {
+            events.push(GroupEvent::PromotedFollower { leader });
+        }
+        events
+    }
+
+    /// A [`crate::Service`] handle was dropped: stop advertising, unless a newer handle took
+    /// the name over.
+    fn unserve(&mut self, service: &str) {
+        if self.handlers.get(service).is_some_and(|tx| tx.is_closed()) {
+            self.handlers.remove(service);
+            self.engine.unserve(Instant::now(), service);
+        }
+    }
+
+    /// Hands a request to its service's handler, or answers it with an error.
+    fn dispatch(&mut self, request: consort_proto::messaging::Request) {
+        let Some(handler) = self.handlers.get(&request.service) else {
+            let error = format!("no handler for service {:?} on this node", request.service);
+            self.engine.respond(Instant::now(), request.id, Err(error));
+            return;
+        };
+        let id = request.id;
+        let incoming = IncomingRequest::new(request, self.parts.responses.clone());
+        if let Err(e) = handler.try_send(incoming) {
+            // The handler is gone or swamped; dropping `incoming` answers with an error.
+            tracing::debug!(request = id, "request not handed to its handler: {e}");
+        }
     }
 
     fn check_addr(&mut self) {
@@ -217,6 +351,14 @@ impl Driver {
                 })
                 .collect(),
             group_time_us: self.engine.group_time_us(Instant::now()),
+            services: self
+                .engine
+                .members()
+                .iter()
+                .map(|m| (m.identity.id, self.engine.services_of(m.identity.id)))
+                .filter(|(_, services)| !services.is_empty())
+                .collect(),
+            messaging: self.engine.messaging_stats(),
         }
     }
 
@@ -293,8 +435,20 @@ impl Driver {
                 }
             }
             Output::Stream { to, addr, frame } => self.parts.streams.send(to, addr, frame).await,
+            Output::SendDone { id, result } => {
+                if let Some(waiter) = self.sends.remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            Output::CallDone { id, result } => {
+                if let Some(waiter) = self.calls.remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            Output::Serve(request) => self.dispatch(request),
             Output::Event(event) => {
                 log_event(&event);
+                self.translator.handle(&event);
                 if let Event::Changed(change) = &event {
                     self.parts
                         .changes
@@ -351,7 +505,10 @@ fn log_event(event: &Event) {
             reason,
             suppressed,
         } => tracing::warn!(%from, %reason, suppressed, "datagram rejected"),
-        Event::Election(e) => tracing::info!(event = ?e, "election"),
+        Event::Election(e @ ElectionEvent::LeaderChanged { .. }) => {
+            tracing::info!(event = ?e, "election")
+        }
+        Event::Election(e) => tracing::debug!(event = ?e, "election"),
         Event::Bootstrap(p) => tracing::info!(
             from = %p.from, received = p.received, total = p.total, done = p.done,
             "bootstrap progress"

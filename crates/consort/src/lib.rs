@@ -22,16 +22,26 @@
 pub mod data_dir;
 pub mod discovery;
 mod driver;
+pub mod group;
+mod messages;
 mod net;
 mod node;
+mod service;
 pub mod storage;
 mod stream;
 pub mod watch;
 
+pub use consort_proto::messaging::{
+    CallError, CallOptions, Kind, Message, Policy, Reply, SendError, SendOptions, ServiceError,
+    Target,
+};
 pub use consort_proto::replica::{Entry, Key, ReplicaConfig, Value, WriteError, WriteOutcome};
 pub use consort_proto::{
     Event, Identity, Member, MemberEvent, MemberState, NodeId, RejectReason, Stats,
 };
 pub use data_dir::{DataDir, DataDirError, Ports};
+pub use group::{GroupEvent, GroupEvents, Peer, PeerGroup};
+pub use messages::MessageError;
 pub use node::{Node, NodeConfig, StartError, StateError, Status, DEFAULT_GROUP_PORT};
+pub use service::{IncomingRequest, Service};
 pub use watch::{Watch, WatchEvent};

@@ -138,13 +138,18 @@ pub struct Status {
     pub clocks: Vec<(NodeId, consort_proto::clock::Estimate)>,
     /// The group's time (the leader's clock), in microseconds since the Unix epoch.
     pub group_time_us: i64,
+    /// Services each member advertises (members advertising none are left out).
+    pub services: std::collections::BTreeMap<NodeId, Vec<String>>,
+    /// Message and service counters.
+    pub messaging: consort_proto::messaging::MessagingStats,
 }
 
 /// A running node. Cheap to share behind an `Arc`; stop it with [`Node::leave`].
 pub struct Node {
     id: NodeId,
     local_addr: SocketAddr,
-    commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) unserves: mpsc::UnboundedSender<String>,
     events: broadcast::Sender<Event>,
     data_dir: Arc<DataDir>,
     changes: Arc<Mutex<ChangeLog>>,
@@ -212,6 +217,8 @@ impl Node {
         let (frames_tx, frames) = mpsc::channel(1024);
         let streams = Streams::start(id, keyring, listener, frames_tx);
         let (commands, command_rx) = mpsc::channel(1024);
+        let (responses_tx, responses) = mpsc::unbounded_channel();
+        let (unserves_tx, unserves) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let changes = Arc::new(Mutex::new(ChangeLog::default()));
         let driver = Driver::new(
@@ -226,18 +233,22 @@ impl Node {
                 events: events.clone(),
                 changes: changes.clone(),
                 discovery,
+                responses: responses_tx,
             },
         );
         let inputs = Inputs {
             commands: command_rx,
             sightings,
             frames,
+            responses,
+            unserves,
         };
         let task = tokio::spawn(driver.run(inputs));
         Ok(Node {
             id,
             local_addr,
             commands,
+            unserves: unserves_tx,
             events,
             data_dir,
             changes,

@@ -80,10 +80,16 @@ impl Engine {
         let Some((&kind, body)) = frame.split_first() else {
             return;
         };
-        if FrameKind::from_nibble(kind) == Some(FrameKind::Replica) {
-            self.handle_replica(now, from, body);
-            self.flush(now);
+        match FrameKind::from_nibble(kind) {
+            Some(FrameKind::Replica) => {
+                self.handle_replica(now, from, body);
+            }
+            Some(FrameKind::Message) => {
+                self.handle_message(now, from, body);
+            }
+            _ => return,
         }
+        self.flush(now);
     }
 
     /// Decodes and applies a replication message.

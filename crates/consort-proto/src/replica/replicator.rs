@@ -216,8 +216,13 @@ pub(crate) struct Replicator {
     clock: Clock,
     meta: Meta,
     next_id: u64,
+    /// This node's name and services, published in its metadata entry.
+    name: String,
+    services: Vec<String>,
     /// Owned prefix → owner, from the nodes' metadata entries; longest prefix first.
     owners: Vec<(String, NodeId)>,
+    /// Service → the nodes whose metadata entries list it, by id.
+    providers: HashMap<String, Vec<NodeId>>,
     forwards: BTreeMap<u64, (WriteId, Forward)>,
     /// Queued (owner unreachable) forward per key: only the latest is kept.
     queued: HashMap<Key, u64>,
@@ -269,7 +274,10 @@ impl Replicator {
             clock,
             meta,
             next_id: 1,
+            name: name.to_string(),
+            services: Vec::new(),
             owners: Vec::new(),
+            providers: HashMap::new(),
             forwards: BTreeMap::new(),
             queued: HashMap::new(),
             served: HashMap::new(),
@@ -285,8 +293,8 @@ impl Replicator {
             last_gc: None,
             anti_entropy: AntiEntropy::default(),
         };
-        replicator.publish_node_meta(name, wall_ms);
-        replicator.rebuild_owners();
+        replicator.publish_node_meta(wall_ms);
+        replicator.rebuild_directory();
         replicator
     }
 
@@ -438,7 +446,7 @@ impl Replicator {
     fn record(&mut self, entry: Entry, push: bool) {
         self.meta.seq += 1;
         if entry.key.is_under(RESERVED_PREFIX) {
-            self.rebuild_owners();
+            self.rebuild_directory();
         }
         self.pending.entries.push(entry.clone());
         if push {
@@ -695,19 +703,49 @@ impl Replicator {
         }
     }
 
-    /// Publishes this node's metadata (name, owned prefixes) as a replicated entry, if changed.
-    fn publish_node_meta(&mut self, name: &str, wall_ms: u64) {
+    /// Sets the services this node advertises, and publishes them.
+    pub(crate) fn set_services(&mut self, services: Vec<String>, wall_ms: u64) {
+        self.services = services;
+        self.publish_node_meta(wall_ms);
+    }
+
+    /// Nodes whose metadata lists `service`, live or not, by id.
+    pub(crate) fn providers(&self, service: &str) -> &[NodeId] {
+        self.providers.get(service).map_or(&[], Vec::as_slice)
+    }
+
+    /// Services a node's metadata lists.
+    pub(crate) fn services_of(&self, node: NodeId) -> Vec<String> {
+        let mut services: Vec<String> = self
+            .providers
+            .iter()
+            .filter(|(_, nodes)| nodes.contains(&node))
+            .map(|(service, _)| service.clone())
+            .collect();
+        services.sort_unstable();
+        services
+    }
+
+    /// Publishes this node's metadata (name, owned prefixes, services) as a replicated entry, if
+    /// changed.
+    fn publish_node_meta(&mut self, wall_ms: u64) {
         let key = node_meta_key(self.own);
-        let json = serde_json::json!({ "name": name, "owns": self.config.owned });
+        let json = serde_json::json!({
+            "name": self.name,
+            "owns": self.config.owned,
+            "services": self.services,
+        });
         let value = Value::from_json(&json);
         if self.store.get(&key).and_then(|e| e.value.as_ref()) != Some(&value) {
             self.apply_local(key, Some(value), wall_ms);
         }
     }
 
-    /// Rebuilds the prefix → owner table from every node's metadata entry.
-    fn rebuild_owners(&mut self) {
+    /// Rebuilds the prefix → owner and service → providers tables from every node's metadata
+    /// entry.
+    fn rebuild_directory(&mut self) {
         let mut owners: Vec<(String, NodeId)> = Vec::new();
+        let mut providers: HashMap<String, Vec<NodeId>> = HashMap::new();
         for entry in self.store.range(&format!("{RESERVED_PREFIX}/nodes")) {
             let (Some(value), Some(node)) = (&entry.value, node_of_meta_key(&entry.key)) else {
                 continue;
@@ -717,7 +755,16 @@ impl Replicator {
             for prefix in owns.iter().filter_map(|p| p.as_str()) {
                 owners.push((prefix.trim_end_matches('/').to_string(), node));
             }
+            let services = json["services"].as_array().cloned().unwrap_or_default();
+            for service in services.iter().filter_map(|s| s.as_str()) {
+                providers.entry(service.to_string()).or_default().push(node);
+            }
         }
+        for nodes in providers.values_mut() {
+            nodes.sort_unstable();
+            nodes.dedup();
+        }
+        self.providers = providers;
         // Longest prefix first; for the same prefix the lowest node id wins, everywhere alike.
         owners.sort_by(|a, b| {
             b.0.len()
