@@ -171,15 +171,40 @@ impl Daemon {
     /// `METHOD path` with an optional JSON body: a 2xx answer, or the daemon's [`Refused`]
     /// (its message alone, so it reads as the command's own error).
     pub fn call(&self, method: Method, path: &str, json: Option<&str>) -> anyhow::Result<Answer> {
+        self.call_within(method, path, json, None)
+    }
+
+    /// [`Daemon::call`] for a request the daemon may take `wait` to answer (a reliable send or
+    /// a service call with that timeout).
+    pub fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<&str>,
+        wait: Option<Duration>,
+    ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.base);
+        let longer;
+        let agent = match wait {
+            Some(wait) => {
+                longer = ureq::Agent::config_builder()
+                    .timeout_global(Some(wait + REQUEST_TIMEOUT))
+                    .http_status_as_error(false)
+                    .proxy(None)
+                    .build()
+                    .new_agent();
+                &longer
+            }
+            None => &self.agent,
+        };
         let sent = match method {
-            Method::Get => self.authorize(self.agent.get(&url)).call(),
-            Method::Delete => self.authorize(self.agent.delete(&url)).call(),
+            Method::Get => self.authorize(agent.get(&url)).call(),
+            Method::Delete => self.authorize(agent.delete(&url)).call(),
             Method::Put | Method::Post => {
                 let request = if method == Method::Put {
-                    self.agent.put(&url)
+                    agent.put(&url)
                 } else {
-                    self.agent.post(&url)
+                    agent.post(&url)
                 };
                 self.authorize(request)
                     .content_type("application/json")
@@ -219,6 +244,43 @@ impl Daemon {
             return Err(Refused::new(status, &body).into());
         }
         Ok(BufReader::new(response.into_body().into_reader()))
+    }
+
+    /// Opens the WebSocket `/v1/ws` (for `listen` and `serve`).
+    pub fn websocket(
+        &self,
+    ) -> anyhow::Result<
+        tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    > {
+        use tungstenite::client::IntoClientRequest;
+        let Some(rest) = self.base.strip_prefix("http://") else {
+            bail!("{}: only http:// daemons are supported", self.base);
+        };
+        let url = format!("ws://{}/v1/ws", rest.trim_end_matches('/'));
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .with_context(|| format!("{url}: not a valid address"))?;
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .context("the API token is not a valid header value")?;
+            request.headers_mut().insert("Authorization", value);
+        }
+        match tungstenite::connect(request) {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err(Refused::new(status, &body).into())
+            }
+            Err(tungstenite::Error::Io(e)) => Err(self.unreachable(ureq::Error::Io(e))),
+            Err(e) => Err(anyhow!("{url}: {e}")),
+        }
     }
 
     /// The one line that says a request did not get through.

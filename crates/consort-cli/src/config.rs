@@ -89,6 +89,9 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+    /// A service name is not valid.
+    #[error("service name {0:?} is not valid: 1 to 64 bytes of letters, digits and -_.:/")]
+    Service(String),
     /// `max_value` is out of range.
     #[error("max_value {0} is out of range: 1 to {MAX_VALUE_LIMIT} bytes")]
     MaxValue(usize),
@@ -120,6 +123,8 @@ pub struct FileConfig {
     log_format: Option<LogFormat>,
     #[serde(default)]
     own: Vec<String>,
+    #[serde(default)]
+    services: Vec<String>,
     max_value: Option<usize>,
     tombstone_ttl_secs: Option<u64>,
 }
@@ -201,6 +206,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Key prefixes this node owns, without a trailing `/`.
     pub own: Vec<String>,
+    /// Services this node advertises from the start.
+    pub services: Vec<String>,
     /// Largest value, in bytes of compact JSON.
     pub max_value: usize,
     /// How long tombstones are kept.
@@ -241,6 +248,17 @@ impl Settings {
         } else {
             &flags.own
         })?;
+        let services = if flags.service.is_empty() {
+            file.services
+        } else {
+            flags.service.clone()
+        };
+        if let Some(bad) = services
+            .iter()
+            .find(|s| !consort_proto::messaging::valid_service_name(s))
+        {
+            return Err(ConfigError::Service(bad.clone()));
+        }
         let defaults = ReplicaConfig::default();
         let max_value = flags
             .max_value
@@ -282,6 +300,7 @@ impl Settings {
             api_token,
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             own,
+            services,
             max_value,
             tombstone_ttl,
         })

@@ -41,7 +41,7 @@ pub use consort_proto::{
 };
 pub use data_dir::{DataDir, DataDirError, Ports};
 pub use group::{GroupEvent, GroupEvents, Peer, PeerGroup};
-pub use messages::MessageError;
+pub use messages::{MessageError, PendingSend};
 pub use node::{Node, NodeConfig, StartError, StateError, Status, DEFAULT_GROUP_PORT};
 pub use service::{IncomingRequest, Service};
 pub use watch::{Watch, WatchEvent};

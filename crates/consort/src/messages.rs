@@ -39,6 +39,18 @@ pub enum MessageError {
     Stopped,
 }
 
+/// A message handed to the node by [`Node::start_send`].
+pub struct PendingSend {
+    rx: oneshot::Receiver<Result<(), SendError>>,
+}
+
+impl PendingSend {
+    /// Waits for the outcome: sent (best-effort), or acknowledged by every receiver (reliable).
+    pub async fn outcome(self) -> Result<(), MessageError> {
+        Ok(self.rx.await.map_err(|_| MessageError::Stopped)??)
+    }
+}
+
 impl Node {
     /// Sends a message (see [`Target`]). Best-effort sends return once handed to the network;
     /// reliable ones once every receiver acknowledged them, or with
@@ -49,6 +61,21 @@ impl Node {
         body: impl Into<Vec<u8>>,
         options: SendOptions,
     ) -> Result<(), MessageError> {
+        self.start_send(target, body, options)
+            .await?
+            .outcome()
+            .await
+    }
+
+    /// Hands a message to the node and returns without waiting for its outcome: messages
+    /// started one after the other from one task are sent (and, reliable, delivered) in that
+    /// order. Waits only while the node's command queue is full.
+    pub async fn start_send(
+        &self,
+        target: Target,
+        body: impl Into<Vec<u8>>,
+        options: SendOptions,
+    ) -> Result<PendingSend, MessageError> {
         let (reply, rx) = oneshot::channel();
         let command = Command::Send {
             target,
@@ -60,7 +87,7 @@ impl Node {
             .send(command)
             .await
             .map_err(|_| MessageError::Stopped)?;
-        Ok(rx.await.map_err(|_| MessageError::Stopped)??)
+        Ok(PendingSend { rx })
     }
 
     /// Queues a message without waiting for anything (for synchronous callbacks); errors other

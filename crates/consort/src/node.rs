@@ -176,7 +176,7 @@ impl Node {
             api: None,
         })?;
         let storage = Arc::new(Storage::open(data_dir.path())?);
-        let now = Instant::now();
+        let (now, wall_ms) = wall_clock();
         let keyring = Arc::new(keyring);
         let mut engine = Engine::new(
             Setup {
@@ -191,7 +191,7 @@ impl Node {
                 keyring: (*keyring).clone(),
                 config: config.protocol.clone(),
                 seed: rand::random(),
-                wall_ms: wall_clock_ms(),
+                wall_ms,
                 replica: config.replica.clone(),
                 entries: storage.load()?,
                 meta: storage.meta()?,
@@ -406,11 +406,18 @@ async fn bind(
     ))
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
+/// The wall clock in whole milliseconds since the Unix epoch, and the instant it read exactly
+/// that: the engine derives microseconds from the pair, so the instant must sit on the
+/// millisecond boundary, not up to a millisecond after it (clock offsets between nodes would be
+/// off by that much).
+fn wall_clock() -> (Instant, u64) {
+    let now = Instant::now();
+    let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let ms = since_epoch.as_millis() as u64;
+    let into_ms = since_epoch - std::time::Duration::from_millis(ms);
+    (now.checked_sub(into_ms).unwrap_or(now), ms)
 }
 
 /// `<hostname>-<first 4 hex digits of the id>`: readable, and distinct for nodes on one host.

@@ -4,9 +4,12 @@
 //! unknown routes included, must carry `Authorization: Bearer TOKEN`. The replicated state
 //! (`/v1/kv`, `/v1/pulse`, `/v1/watch`) is served by `state`.
 
+mod dispatch;
+mod messages;
 mod metrics;
 pub mod model;
 mod state;
+mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,17 +34,26 @@ pub struct ApiState {
     token: Option<String>,
     /// Turns true when the server begins to stop, which ends the open watch streams.
     closing: watch::Sender<bool>,
+    /// Services served here and their WebSocket handlers.
+    dispatcher: dispatch::Dispatcher,
 }
 
 impl ApiState {
     /// The API of `node` in `group`, guarded by `token` when set.
     pub fn new(node: Arc<Node>, group: String, token: Option<String>) -> ApiState {
         ApiState {
+            dispatcher: dispatch::Dispatcher::new(node.clone()),
             node,
             group,
             token,
             closing: watch::Sender::new(false),
         }
+    }
+
+    /// Advertises `service` from this node (`--service`); requests are answered by WebSocket
+    /// clients that attach to it (`consort serve`), or with an error while none is.
+    pub async fn advertise(&self, service: &str) -> Result<(), String> {
+        self.dispatcher.pin(service).await
     }
 }
 
@@ -85,6 +97,10 @@ fn router(state: Arc<ApiState>) -> Router {
             post(state::pulse),
         )
         .route("/v1/watch", get(state::watch))
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/messages", post(messages::send))
+        .route("/v1/services", get(messages::list))
+        .route("/v1/services/{name}/call", post(messages::call))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

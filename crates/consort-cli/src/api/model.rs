@@ -201,7 +201,7 @@ impl PeerBody {
             is_leader: status.leader == Some(who.id),
             rtt_ms: clock.map(|c| c.rtt_us as f64 / 1000.0),
             clock_offset_ms: clock.map(|c| c.offset_us as f64 / 1000.0),
-            services: Vec::new(),
+            services: status.services.get(&who.id).cloned().unwrap_or_default(),
             is_self: member.is_self,
             generation: who.generation,
         }
@@ -366,6 +366,8 @@ mod tests {
             term: 0,
             clocks: Vec::new(),
             group_time_us: 0,
+            services: [(NodeId(2), vec!["light".to_string()])].into(),
+            messaging: Default::default(),
         }
     }
 

@@ -2,13 +2,17 @@
 //!
 //! A new command adds a file here, a variant to [`Command`] and an arm to [`Command::run`].
 
+mod call;
 mod del;
 mod get;
 mod keygen;
 mod leader;
+mod listen;
 mod ls;
 mod peers;
 mod pulse;
+mod send;
+mod serve;
 mod set;
 mod status;
 mod up;
@@ -16,13 +20,17 @@ mod watch;
 
 use clap::Subcommand;
 
+pub use self::call::Call;
 pub use self::del::Del;
 pub use self::get::Get;
 pub use self::keygen::Keygen;
 pub use self::leader::Leader;
+pub use self::listen::Listen;
 pub use self::ls::Ls;
 pub use self::peers::Peers;
 pub use self::pulse::Pulse;
+pub use self::send::Send;
+pub use self::serve::Serve;
 pub use self::set::Set;
 pub use self::status::Status;
 pub use self::up::Up;
@@ -53,6 +61,14 @@ pub enum Command {
     Watch(Watch),
     /// Send an event on a key to every watcher; never stored.
     Pulse(Pulse),
+    /// Send a message: the leader's broadcast, to the leader, to a node, or to all.
+    Send(Send),
+    /// Call a service and print its reply.
+    Call(Call),
+    /// Print every group event and message this node receives (NDJSON).
+    Listen(Listen),
+    /// Provide a service from this node by running a command for each request.
+    Serve(Serve),
 }
 
 impl Command {
@@ -70,6 +86,10 @@ impl Command {
             Command::Ls(ls) => ls.run(),
             Command::Watch(watch) => watch.run(),
             Command::Pulse(pulse) => pulse.run(),
+            Command::Send(send) => send.run(),
+            Command::Call(call) => call.run(),
+            Command::Listen(listen) => listen.run(),
+            Command::Serve(serve) => serve.run(),
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct Up {
     /// (repeatable)
     #[arg(long = "own", value_name = "PREFIX")]
     pub own: Vec<String>,
+    /// A service this node provides (repeatable); requests are answered by the clients that
+    /// attach with `consort serve` or the WebSocket API
+    #[arg(long = "service", value_name = "NAME")]
+    pub service: Vec<String>,
     /// Largest value accepted, in bytes of compact JSON [default: 65536]
     #[arg(long, value_name = "BYTES")]
     pub max_value: Option<usize>,
@@ -115,6 +119,12 @@ async fn run_node(settings: Settings) -> anyhow::Result<()> {
         print_join_hint(node.data_dir(), &settings.group, me.addr);
     }
     let state = ApiState::new(node.clone(), settings.group.clone(), settings.api_token);
+    for service in &settings.services {
+        state
+            .advertise(service)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot advertise service {service:?}: {e}"))?;
+    }
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let mut server = tokio::spawn(api::serve(listener, state, async {
         let _ = api_stopped.await;
