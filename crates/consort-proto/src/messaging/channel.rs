@@ -27,6 +27,8 @@ pub(crate) const SACK_WORDS: usize = 16;
 /// Bounds of the retransmission timeout.
 const MIN_RTO: Duration = Duration::from_millis(15);
 const MAX_RTO: Duration = Duration::from_millis(800);
+/// Least time between two transmissions of a message for a fast retransmit.
+const MIN_GAP: Duration = Duration::from_millis(2);
 
 /// A message numbered for one receiver.
 #[derive(Debug)]
@@ -40,7 +42,10 @@ struct Queued {
 #[derive(Debug)]
 struct InFlight {
     msg: Queued,
+    /// First transmission (for RTT samples).
     sent_at: Instant,
+    /// Latest transmission.
+    last_sent: Instant,
     retry_at: Instant,
     tries: u32,
 }
@@ -139,6 +144,7 @@ impl SendChannel {
                 InFlight {
                     msg,
                     sent_at: now,
+                    last_sent: now,
                     retry_at,
                     tries: 0,
                 },
@@ -161,6 +167,7 @@ impl SendChannel {
             out.push(frame);
             let f = self.inflight.get_mut(&n).expect("present");
             f.tries = tries;
+            f.last_sent = now;
             f.retry_at = now + rto;
         }
     }
@@ -213,6 +220,7 @@ impl SendChannel {
             return Vec::new();
         }
         let mut done = Vec::new();
+        let mut highest = 0;
         while let Some(entry) = self.inflight.first_entry() {
             if *entry.key() >= next {
                 break;
@@ -231,6 +239,18 @@ impl SendChannel {
                     self.sample_rtt(now, &f);
                     done.push(f.msg.send);
                 }
+                highest = highest.max(n);
+            }
+        }
+        // Fast retransmit: a number below one the receiver holds, sent more than a round trip
+        // ago, was lost; resend it now rather than at its timeout.
+        let gap = self
+            .srtt
+            .map_or(MIN_RTO, |srtt| srtt + srtt / 2)
+            .max(MIN_GAP);
+        for (n, f) in self.inflight.range_mut(..highest) {
+            if now.saturating_duration_since(f.last_sent) >= gap && *n < highest {
+                f.retry_at = f.retry_at.min(now);
             }
         }
         done

@@ -306,6 +306,13 @@ impl Messaging {
             Frame::Ack { epoch, next, sack } => {
                 if let Some(channel) = self.out.get_mut(&from) {
                     let done = channel.on_ack(view.now, epoch, next, &sack);
+                    let mut frames = std::mem::take(&mut self.scratch);
+                    channel.retransmit(view.now, &mut frames);
+                    self.stats.retransmitted += frames.len() as u64;
+                    for frame in frames.drain(..) {
+                        self.actions.push_back(Action::Send(from, frame));
+                    }
+                    self.scratch = frames;
                     for id in done {
                         self.part_done(id, None);
                     }
