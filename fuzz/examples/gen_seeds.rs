@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use consort_fuzz::{encode, keyring, self_addr, setup, Record, SELF_ID, SENDERS};
 use consort_proto::codec::Control;
+use consort_proto::messaging::{CallOptions, SendOptions, Target};
 use consort_proto::wire::{self, FrameKind};
 use consort_proto::{Engine, Keyring, Output};
 
@@ -49,6 +50,26 @@ fn main() {
         if round == 120 {
             nodes[0].leave(now);
         }
+        // Messages and a service call, so the messaging frames are in the corpus.
+        if round == 10 {
+            nodes[1].serve(now, "light").unwrap();
+        }
+        if round == 60 {
+            let reliable = SendOptions {
+                reliable: true,
+                timeout: None,
+            };
+            let body = br#"{"scene":"evening"}"#.to_vec();
+            nodes[0]
+                .send(now, Target::Node(SELF_ID), body.clone(), reliable)
+                .unwrap();
+            nodes[2]
+                .send(now, Target::All, body.clone(), SendOptions::default())
+                .unwrap();
+            nodes[2]
+                .call(now, "light", body, CallOptions::default())
+                .unwrap();
+        }
         for (i, n) in nodes.iter_mut().enumerate() {
             n.handle_timeout(now);
             while let Some(out) = n.poll_output() {
@@ -75,9 +96,20 @@ fn main() {
                 ));
             }
             nodes[j].handle_datagram(now, addrs[from], &datagram);
+            let mut requests = Vec::new();
             while let Some(out) = nodes[j].poll_output() {
-                if let Output::Transmit { to, datagram } = out {
-                    in_flight.push_back((j, to, datagram));
+                match out {
+                    Output::Transmit { to, datagram } => in_flight.push_back((j, to, datagram)),
+                    Output::Serve(request) => requests.push(request.id),
+                    _ => {}
+                }
+            }
+            for id in requests {
+                nodes[j].respond(now, id, Ok(br#"{"done":true}"#.to_vec()));
+                while let Some(out) = nodes[j].poll_output() {
+                    if let Output::Transmit { to, datagram } = out {
+                        in_flight.push_back((j, to, datagram));
+                    }
                 }
             }
         }

@@ -135,6 +135,7 @@ impl Record<'_> {
                     FrameKind::Control => {
                         2 | (sender & 3) << 2 | (counter & 3) << 4 | (extra & 3) << 6
                     }
+                    FrameKind::Message => 7 | (sender & 3) << 3 | (counter & 3) << 5 | 0x80,
                     _ => 7 | (sender & 3) << 3 | (counter & 3) << 5,
                 };
                 body(out, head, payload)
@@ -181,7 +182,11 @@ pub fn parse(mut data: &[u8]) -> Vec<Record<'_>> {
         records.push(match head & 3 {
             0 => Record::Raw(body),
             3 => Record::Sealed {
-                kind: FrameKind::Replica,
+                kind: if head & 0x80 != 0 {
+                    FrameKind::Message
+                } else {
+                    FrameKind::Replica
+                },
                 sender: head >> 3 & 3,
                 counter: head >> 5 & 3,
                 extra: 0,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use consort_proto::codec::Control;
+use consort_proto::messaging::{CallOptions, SendOptions, Target};
 use consort_proto::wire::{self, FrameKind};
 use consort_proto::{
     Config, Engine, Identity, Keyring, NodeId, Output, RejectReason, SavedState, Setup, Stats,
@@ -257,7 +258,8 @@ fn expected_rejection(d: &[u8], key_id: u8, kinds: &[u8]) -> RejectReason {
     }
 }
 
-/// The payloads two nodes (1 and 2) exchange in their first two seconds.
+/// The payloads two nodes (1 and 2) exchange in their first two seconds: joining, replicating
+/// their metadata, a reliable and a best-effort message, and a service call with its reply.
 fn payloads_of_a_join(mut now: Instant) -> Vec<(FrameKind, Vec<u8>)> {
     let ring = keyring(SECRET, GROUP);
     let mut nodes = [
@@ -266,11 +268,30 @@ fn payloads_of_a_join(mut now: Instant) -> Vec<(FrameKind, Vec<u8>)> {
     ];
     nodes[0].add_seed(now, addr(2));
     let mut payloads = Vec::new();
-    for _ in 0..40 {
+    for step in 0..40 {
+        if step == 5 {
+            nodes[1].serve(now, "light").unwrap();
+        }
+        if step == 20 {
+            let reliable = SendOptions {
+                reliable: true,
+                timeout: None,
+            };
+            let body = br#"{"on":true}"#.to_vec();
+            nodes[0]
+                .send(now, Target::Node(NodeId(2)), body.clone(), reliable)
+                .unwrap();
+            nodes[0]
+                .send(now, Target::All, body.clone(), SendOptions::default())
+                .unwrap();
+            nodes[0]
+                .call(now, "light", body, CallOptions::default())
+                .unwrap();
+        }
         let mut in_flight: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
         for n in nodes.iter_mut() {
             n.handle_timeout(now);
-            in_flight.extend(drain(n));
+            in_flight.extend(drain_serving(n, now));
         }
         while let Some((to, d)) = in_flight.pop() {
             let Some(n) = nodes.iter_mut().find(|n| n.identity().addr == to) else {
@@ -279,12 +300,35 @@ fn payloads_of_a_join(mut now: Instant) -> Vec<(FrameKind, Vec<u8>)> {
             let o = wire::open(&ring, &d).unwrap();
             payloads.push((o.kind, o.payload));
             n.handle_datagram(now, addr(0), &d);
-            in_flight.extend(drain(n));
+            in_flight.extend(drain_serving(n, now));
         }
         now += Duration::from_millis(50);
     }
     assert!(nodes.iter().all(|n| n.members().len() == 2));
+    let messages = payloads
+        .iter()
+        .filter(|(k, _)| *k == FrameKind::Message)
+        .count();
+    assert!(messages >= 6, "{messages} messaging payloads");
     payloads
+}
+
+/// [`drain`], answering every service request with a small reply.
+fn drain_serving(e: &mut Engine, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut sent = Vec::new();
+    let mut requests = Vec::new();
+    while let Some(out) = e.poll_output() {
+        match out {
+            Output::Transmit { to, datagram } => sent.push((to, datagram)),
+            Output::Serve(request) => requests.push(request.id),
+            _ => {}
+        }
+    }
+    for id in requests {
+        e.respond(now, id, Ok(b"{\"done\":true}".to_vec()));
+        sent.extend(drain(e));
+    }
+    sent
 }
 
 /// Changes `bytes` in place, at least one byte (or its length).
