@@ -438,3 +438,85 @@ async fn calls_alternate_between_two_providers_and_fail_clearly_without_one() {
         n.leave().await;
     }
 }
+
+/// Sends best-effort messages as fast as the API takes them for two seconds and reports the
+/// rate delivered (measured for the record; consort-bench owns speed claims). Asserts only
+/// that nothing arrives twice and that messages flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_messages_flow_without_a_rate_cap() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = Node::start(config(dirs[0].path(), 0, &[])).await.unwrap();
+    let b = Node::start(config(dirs[1].path(), 0, &[a.local_addr()]))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while b
+        .members()
+        .await
+        .iter()
+        .filter(|m| m.state.is_live())
+        .count()
+        < 2
+    {
+        assert!(start.elapsed() < Duration::from_secs(5), "no group");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut events = b.group_events().await.unwrap();
+    let target = Target::Node(b.id());
+    let counter = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(500), events.next()).await
+        {
+            if let GroupEvent::PeerMessage(m) = event {
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+                let n = u32::from_be_bytes(m.body.try_into().unwrap());
+                assert!(seen.insert(n), "message {n} delivered twice");
+            }
+        }
+        let span = first.map_or(Duration::ZERO, |f| last - f);
+        (seen.len(), span)
+    });
+    let sent_start = Instant::now();
+    let mut sent = 0u32;
+    while sent_start.elapsed() < Duration::from_secs(2) {
+        let batch: Vec<_> = (0..256)
+            .map(|i| {
+                a.start_send(
+                    target,
+                    (sent + i).to_be_bytes().to_vec(),
+                    SendOptions::default(),
+                )
+            })
+            .collect();
+        for pending in futures_join(batch).await {
+            pending.unwrap();
+        }
+        sent += 256;
+    }
+    let sending = sent_start.elapsed();
+    let (delivered, span) = counter.await.unwrap();
+    println!(
+        "best-effort: {sent} sent in {sending:.2?} ({:.0}/s), {delivered} delivered ({:.0}/s over {span:.2?})",
+        f64::from(sent) / sending.as_secs_f64(),
+        delivered as f64 / span.as_secs_f64().max(1e-9),
+    );
+    assert!(
+        delivered as f64 >= f64::from(sent) * 0.9,
+        "{delivered} of {sent}"
+    );
+    a.leave().await;
+    b.leave().await;
+}
+
+/// Awaits every future in order.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(futures.len());
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}
