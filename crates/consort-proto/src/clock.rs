@@ -12,7 +12,9 @@
 //! The offset is exact when both directions take equally long; otherwise it is off by half the
 //! difference, and never by more than `delay / 2`. So each peer keeps its last few samples and
 //! trusts the one with the lowest delay (NTP's clock filter): a fast round trip cannot hide much
-//! asymmetry. An older sample also loses trust as the clocks drift apart since it was taken.
+//! asymmetry. An older sample also loses trust as the clocks drift apart since it was taken, and
+//! is dropped if a newer one contradicts it (offsets farther apart than half of both round
+//! trips): the peer's clock stepped, or it restarted on another clock.
 //!
 //! Wall times are microseconds since the Unix epoch, passed in by the caller, as is the monotonic
 //! `now` used to age samples: nothing here reads a clock. The engine sends probes to live peers
@@ -115,6 +117,17 @@ impl Sample {
             at,
         })
     }
+
+    /// Whether one clock can have given both samples: the true offset is within half the round
+    /// trip of each sample's offset, give or take the drift since the older one, so the two
+    /// offsets are at most the sum of those apart.
+    fn agrees_with(&self, newer: &Sample, drift_ppm: u32) -> bool {
+        let age_us = newer.at.saturating_duration_since(self.at).as_micros();
+        let drift = age_us * u128::from(drift_ppm) / 1_000_000;
+        // 2 µs for the rounding of each offset.
+        let margin = u128::from(self.delay_us / 2 + newer.delay_us / 2 + 2) + drift;
+        u128::from(self.offset_us.abs_diff(newer.offset_us)) <= margin
+    }
 }
 
 /// Why a reply was not used.
@@ -205,6 +218,12 @@ impl GroupClock {
             .ok_or(ReplyError::Unsolicited)?;
         let sample = Sample::from_reply(reply, destination_us, now)?;
         clock.pending.remove(index); // a duplicate of this reply is unsolicited
+
+        // Samples this one contradicts were taken before the peer's clock stepped, or before it
+        // restarted on another clock: kept, the filter could trust them for a whole window.
+        clock
+            .samples
+            .retain(|old| old.agrees_with(&sample, config.drift_ppm));
         if clock.samples.len() >= config.window {
             clock.samples.pop_front();
         }
@@ -472,6 +491,29 @@ mod tests {
             for o in &outcomes[8..] {
                 assert!(error(o) < 1_000, "seed {seed}: off by {} µs", error(o));
             }
+        }
+    }
+
+    /// The peer's clock steps by half an hour (set by hand, or it restarted on another clock):
+    /// the first sample after the step contradicts the ones before, which are dropped at once.
+    #[test]
+    fn offset_follows_a_stepped_clock_at_once() {
+        for seed in 0..20 {
+            let mut pair = Pair::new(seed, ClockConfig::default(), Forward::Bursty);
+            pair.loss = 0.0;
+            pair.run(20);
+            pair.skew_b += if seed % 2 == 0 {
+                HOUR_US / 2
+            } else {
+                -HOUR_US / 2
+            };
+            let o = pair.exchange(20_000_000).expect("nothing lost");
+            assert!(
+                error(&o) <= o.estimate.delay_us / 2 + 1,
+                "seed {seed}: off by {} µs",
+                error(&o)
+            );
+            assert_eq!(o.estimate.samples, 1, "seed {seed}");
         }
     }
 

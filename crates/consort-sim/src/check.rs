@@ -11,7 +11,7 @@ use crate::node::NodeStatus;
 use crate::record::Record;
 use crate::sim::Sim;
 
-/// Why a check of the nodes failed (membership views, or replicated state): one line per
+/// Why a check of the nodes failed (membership views, leaders, or replicated state): one line per
 /// difference found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Divergence {
@@ -28,6 +28,10 @@ impl Divergence {
     pub const MEMBERSHIP: &'static str = "membership not converged";
     /// Replicated state that is wrong somewhere.
     pub const STATE: &'static str = "replicated state wrong";
+    /// Connected nodes that do not agree on one leader and term.
+    pub const ELECTION: &'static str = "leaders not agreed";
+    /// Election events that no correct run emits.
+    pub const ELECTION_HISTORY: &'static str = "election events unsound";
 }
 
 impl fmt::Display for Divergence {

@@ -46,6 +46,18 @@ impl Default for NetConfig {
     }
 }
 
+/// Extra delay on one direction of a link, on top of [`NetConfig`]'s: an asymmetric path (a busy
+/// uplink, a Wi-Fi hop that queues). Applies to datagrams only, not to stream frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinkDelay {
+    /// Added to every datagram.
+    pub latency: Duration,
+    /// Up to this much more, drawn uniformly, for each datagram that meets a burst.
+    pub jitter: Duration,
+    /// Probability that a datagram meets a burst of queueing (and so gets jitter); 1 for all.
+    pub burst: f64,
+}
+
 /// Counts of what happened to datagrams.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -71,6 +83,8 @@ pub(crate) struct Network {
     owners: HashMap<SocketAddr, usize>,
     /// Directed links `(from, to)` that drop everything.
     cut: BTreeSet<(usize, usize)>,
+    /// Directed links `(from, to)` slower than the rest.
+    slow: HashMap<(usize, usize), LinkDelay>,
     pub(crate) stats: NetStats,
 }
 
@@ -109,6 +123,11 @@ impl Network {
         }
     }
 
+    /// Restores the directed link `from -> to`.
+    pub(crate) fn mend(&mut self, from: usize, to: usize) {
+        self.cut.remove(&(from, to));
+    }
+
     /// Restores every link.
     pub(crate) fn heal(&mut self) {
         self.cut.clear();
@@ -119,29 +138,59 @@ impl Network {
         !self.cut.is_empty()
     }
 
-    /// The delays after which copies of one datagram arrive: none if lost, two if duplicated.
-    pub(crate) fn fate(&mut self, rng: &mut StdRng) -> Vec<Duration> {
+    /// Slows the directed link `from -> to` by `delay` from now on (replacing any earlier one).
+    pub(crate) fn slow_down(&mut self, from: usize, to: usize, delay: LinkDelay) {
+        self.slow.insert((from, to), delay);
+    }
+
+    /// Gives every link the network's delay again.
+    pub(crate) fn clear_delays(&mut self) {
+        self.slow.clear();
+    }
+
+    /// The delays after which copies of one datagram from `from` to `to` (if anyone listens
+    /// there) arrive: none if lost, two if duplicated.
+    pub(crate) fn fate(
+        &mut self,
+        rng: &mut StdRng,
+        from: usize,
+        to: Option<usize>,
+    ) -> Vec<Duration> {
         self.stats.sent += 1;
         if self.config.loss > 0.0 && rng.random_bool(self.config.loss.min(1.0)) {
             self.stats.lost += 1;
             return Vec::new();
         }
-        let mut delays = vec![self.delay(rng)];
+        let link = to.and_then(|to| self.slow.get(&(from, to)).copied());
+        let mut delays = vec![self.delay(rng, link)];
         if self.config.duplicate > 0.0 && rng.random_bool(self.config.duplicate.min(1.0)) {
             self.stats.duplicated += 1;
-            delays.push(self.delay(rng));
+            delays.push(self.delay(rng, link));
         }
         delays
     }
 
-    fn delay(&self, rng: &mut StdRng) -> Duration {
-        let jitter = self.config.jitter.as_nanos() as u64;
-        let extra = if jitter == 0 {
-            0
-        } else {
-            rng.random_range(0..=jitter)
-        };
-        self.config.latency + Duration::from_nanos(extra)
+    /// One datagram's delay. Draws nothing more from `rng` for a link that is not slowed, so
+    /// that seeds replay as they did before link delays existed.
+    fn delay(&self, rng: &mut StdRng, link: Option<LinkDelay>) -> Duration {
+        let mut delay = self.config.latency + uniform(rng, self.config.jitter);
+        if let Some(link) = link {
+            delay += link.latency;
+            if link.burst > 0.0 && rng.random_bool(link.burst.min(1.0)) {
+                delay += uniform(rng, link.jitter);
+            }
+        }
+        delay
+    }
+}
+
+/// A duration drawn uniformly from `0..=max` (nothing drawn when `max` is zero).
+fn uniform(rng: &mut StdRng, max: Duration) -> Duration {
+    let max = max.as_nanos() as u64;
+    if max == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(rng.random_range(0..=max))
     }
 }
 
@@ -166,13 +215,39 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let mut arrived = 0;
         for _ in 0..1000 {
-            for d in net.fate(&mut rng) {
+            for d in net.fate(&mut rng, 0, Some(1)) {
                 assert!(d >= Duration::from_micros(200) && d <= Duration::from_millis(1));
                 arrived += 1;
             }
         }
         assert!((400..600).contains(&arrived), "{arrived}");
         assert_eq!(net.stats.lost + arrived, 1000);
+    }
+
+    #[test]
+    fn slow_links_are_directional_and_bursty() {
+        let mut net = Network::default();
+        let delay = LinkDelay {
+            latency: Duration::from_millis(2),
+            jitter: Duration::from_millis(10),
+            burst: 0.25,
+        };
+        net.slow_down(1, 2, delay);
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut bursts, floor) = (0, Duration::from_micros(2200));
+        for _ in 0..1000 {
+            let d = net.fate(&mut rng, 1, Some(2))[0];
+            assert!(
+                d >= floor && d <= floor + Duration::from_micros(10_800),
+                "{d:?}"
+            );
+            bursts += usize::from(d > floor + Duration::from_micros(800));
+            let back = net.fate(&mut rng, 2, Some(1))[0];
+            assert!(back <= Duration::from_millis(1), "{back:?}");
+        }
+        assert!((150..330).contains(&bursts), "{bursts}");
+        net.clear_delays();
+        assert!(net.fate(&mut rng, 1, Some(2))[0] <= Duration::from_millis(1));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use consort_proto::election::ElectionConfig;
 use consort_proto::replica::{Entry, Key, Meta, Value, WriteId};
 use consort_proto::{Engine, NodeId, SavedState};
 
@@ -47,8 +48,18 @@ pub(crate) struct SimNode {
     pub(crate) entries: BTreeMap<Key, Entry>,
     /// Replication metadata made durable with them.
     pub(crate) meta: Meta,
-    /// How far this host's wall clock is ahead of the simulation's, in milliseconds.
-    pub(crate) skew_ms: u64,
+    /// How far this host's wall clock is ahead of the simulation's, in milliseconds (negative:
+    /// behind).
+    pub(crate) skew_ms: i64,
+    /// The wall time (ms) the running engine was started with, and the virtual time it started
+    /// at: together, the engine's wall clock.
+    pub(crate) wall_base: Option<(u64, Duration)>,
+    /// Election priority given to the engine at its next start.
+    pub(crate) priority: i32,
+    /// How the engine elects its leader, from its next start.
+    pub(crate) election: ElectionConfig,
+    /// How the engine that runs (or ran last) elects its leader.
+    pub(crate) running_election: ElectionConfig,
     /// Writes asked of the running engine and not completed yet: key and value.
     pub(crate) pending: HashMap<WriteId, (Key, Option<Value>)>,
 }
@@ -68,6 +79,10 @@ impl SimNode {
             entries: BTreeMap::new(),
             meta: Meta::default(),
             skew_ms: 0,
+            wall_base: None,
+            priority: 0,
+            election: ElectionConfig::default(),
+            running_election: ElectionConfig::default(),
             pending: HashMap::new(),
         }
     }

@@ -1,9 +1,10 @@
-//! What the simulator remembers of a run: membership events with their virtual time, and summaries
-//! of measured durations.
+//! What the simulator remembers of a run: membership and election events with their virtual
+//! time, and summaries of measured durations.
 
 use std::fmt;
 use std::time::Duration;
 
+use consort_proto::election::ElectionEvent;
 use consort_proto::MemberEvent;
 
 /// A membership event one node emitted, with the virtual time it happened.
@@ -15,6 +16,19 @@ pub struct Record {
     pub node: usize,
     /// The event.
     pub event: MemberEvent,
+}
+
+/// An election event one node emitted, with the virtual time it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionRecord {
+    /// Virtual time since the start of the run.
+    pub at: Duration,
+    /// The node that emitted it.
+    pub node: usize,
+    /// Which start of that node it happened in (1 for the first): terms restart with a run.
+    pub run: u64,
+    /// The event.
+    pub event: ElectionEvent,
 }
 
 /// Median, 90th percentile and maximum of a set of durations.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use consort_proto::election::ElectionConfig;
 use consort_proto::Config;
 use rand::RngExt;
 
@@ -27,6 +28,10 @@ pub struct Scenario {
     net: NetConfig,
     config: Config,
     max_skew: Duration,
+    /// Whether skews are drawn from `-max_skew..=max_skew` rather than `0..=max_skew`.
+    signed_skew: bool,
+    election: ElectionConfig,
+    priorities: Vec<i32>,
 }
 
 impl Scenario {
@@ -40,6 +45,9 @@ impl Scenario {
             net: NetConfig::default(),
             config: Config::default(),
             max_skew: Duration::ZERO,
+            signed_skew: false,
+            election: ElectionConfig::default(),
+            priorities: Vec::new(),
         }
     }
 
@@ -93,6 +101,26 @@ impl Scenario {
         self
     }
 
+    /// Gives every node a wall clock off the simulation's by a random `-max_skew..=max_skew`:
+    /// ahead or behind.
+    pub fn signed_skew(mut self, max_skew: Duration) -> Scenario {
+        self.max_skew = max_skew;
+        self.signed_skew = true;
+        self
+    }
+
+    /// How every node elects its leader.
+    pub fn election(mut self, election: ElectionConfig) -> Scenario {
+        self.election = election;
+        self
+    }
+
+    /// Election priorities: node `i` gets `priorities[i]`, nodes past the end 0.
+    pub fn priorities(mut self, priorities: &[i32]) -> Scenario {
+        self.priorities = priorities.to_vec();
+        self
+    }
+
     /// Engine timings.
     pub fn config(mut self, config: Config) -> Scenario {
         self.config = config;
@@ -109,12 +137,20 @@ impl Scenario {
             for seed in 0..self.seeded_through.min(self.nodes) {
                 sim.add_seed(node, seed);
             }
+            sim.set_election(node, self.election);
+            sim.set_priority(node, self.priorities.get(node).copied().unwrap_or(0));
         }
         if !self.max_skew.is_zero() {
             let max = self.max_skew.as_millis() as u64;
+            let (span, least) = if self.signed_skew {
+                (2 * max, -(max as i64))
+            } else {
+                (max, 0)
+            };
             for node in 0..self.nodes {
-                let skew = sim.rng().random_range(0..=max);
-                sim.set_skew(node, Duration::from_millis(skew));
+                // Unsigned draws, as before skews could be negative, so that seeds replay.
+                let skew = sim.rng().random_range(0..=span) as i64 + least;
+                sim.set_skew_ms(node, skew);
             }
         }
         let gap = self.stagger.as_nanos() as u64 / self.nodes.max(1) as u64;

@@ -11,14 +11,15 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use consort_proto::election::ElectionEvent;
 use consort_proto::replica::{Commit, WriteId, WriteOutcome};
 use consort_proto::{Config, Engine, Event, Keyring, MemberEvent, NodeId, Output, Setup};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::net::{lan_addr, NetConfig, NetStats, Network};
+use crate::net::{lan_addr, LinkDelay, NetConfig, NetStats, Network};
 use crate::node::{NodeStatus, SimNode};
-use crate::record::Record;
+use crate::record::{ElectionRecord, Record};
 use crate::state::AckedWrite;
 
 /// How often [`Sim::run_until`] looks at its condition, in virtual time.
@@ -107,6 +108,7 @@ pub struct Sim {
     keyring: Keyring,
     next_addr: usize,
     pub(crate) records: Vec<Record>,
+    pub(crate) election_records: Vec<ElectionRecord>,
     pub(crate) false_downs: Vec<Record>,
     rejected: u64,
     /// 0: quiet, 1: steps and events, 2: datagrams too (see [`TRACE_ENV`]).
@@ -142,6 +144,7 @@ impl Sim {
             keyring,
             next_addr: 0,
             records: Vec::new(),
+            election_records: Vec::new(),
             false_downs: Vec::new(),
             rejected: 0,
             trace: trace_level(),
@@ -256,20 +259,21 @@ impl Sim {
     pub fn start(&mut self, node: usize) {
         let n = &self.nodes[node];
         assert!(!n.status.is_running(), "{} is already running", n.name);
+        let wall_ms = (WALL_EPOCH_MS as i64 + self.now.as_millis() as i64 + n.skew_ms) as u64;
         let setup = Setup {
             id: n.id,
             name: n.name.clone(),
-            priority: 0,
+            priority: n.priority,
             addr: n.addr,
             saved: n.disk,
             keyring: self.keyring.clone(),
             config: self.config.clone(),
             seed: self.rng.random(),
-            wall_ms: WALL_EPOCH_MS + self.now.as_millis() as u64 + n.skew_ms,
+            wall_ms,
             replica: Default::default(),
             entries: n.entries.values().cloned().collect(),
             meta: n.meta,
-            election: Default::default(),
+            election: n.election,
         };
         let now = self.instant();
         let mut engine = Engine::new(setup, now);
@@ -281,6 +285,8 @@ impl Sim {
         n.status = NodeStatus::Running;
         n.run += 1;
         n.armed = None;
+        n.wall_base = Some((wall_ms, self.now));
+        n.running_election = n.election;
         self.note(format_args!("start n{node}"));
         self.drain(node);
     }
@@ -373,6 +379,24 @@ impl Sim {
     pub fn cut(&mut self, from: usize, to: usize) {
         self.note(format_args!("cut n{from} -> n{to}"));
         self.net.cut(from, to);
+    }
+
+    /// Restores the one-way link `from -> to` if it was cut; other cuts stay.
+    pub fn mend(&mut self, from: usize, to: usize) {
+        self.note(format_args!("mend n{from} -> n{to}"));
+        self.net.mend(from, to);
+    }
+
+    /// Slows the one-way link `from -> to` by `delay` from now on: an asymmetric path.
+    pub fn slow_down(&mut self, from: usize, to: usize, delay: LinkDelay) {
+        self.note(format_args!("slow n{from} -> n{to}: {delay:?}"));
+        self.net.slow_down(from, to, delay);
+    }
+
+    /// Gives every link the network's delay again.
+    pub fn clear_delays(&mut self) {
+        self.note(format_args!("clear link delays"));
+        self.net.clear_delays();
     }
 
     /// Restores every cut link.
@@ -531,8 +555,9 @@ impl Sim {
             Output::WriteDone { id, result } => self.write_done(node, id, result),
             Output::Stream { to, addr, frame } => self.send_frame(node, to, addr, frame),
             Output::Event(Event::Member(event)) => self.record(node, event),
+            Output::Event(Event::Election(event)) => self.record_election(node, event),
             Output::Event(Event::Rejected { .. }) => self.rejected += 1,
-            // Other events (changes, pulses, bootstrap progress, elections) are not recorded.
+            // Other events (changes, pulses, bootstrap progress) are not recorded.
             _ => {}
         }
     }
@@ -655,7 +680,8 @@ impl Sim {
     }
 
     fn send(&mut self, node: usize, to: SocketAddr, datagram: Vec<u8>) {
-        let delays = self.net.fate(&mut self.rng);
+        let dest = self.net.owner(to);
+        let delays = self.net.fate(&mut self.rng, node, dest);
         if let Some((&last, copies)) = delays.split_last() {
             for &delay in copies {
                 self.transit(node, to, delay, datagram.clone());
@@ -721,6 +747,18 @@ impl Sim {
             }
         }
         self.records.push(record);
+    }
+
+    fn record_election(&mut self, node: usize, event: ElectionEvent) {
+        if self.trace >= 1 {
+            eprintln!("{:>10.4}s n{node}: {event:?}", self.now.as_secs_f64());
+        }
+        self.election_records.push(ElectionRecord {
+            at: self.now,
+            node,
+            run: self.nodes[node].run,
+            event,
+        });
     }
 
     fn trace_datagram(&self, from: usize, to: usize, datagram: &[u8]) {

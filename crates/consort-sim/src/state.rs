@@ -36,11 +36,6 @@ fn result(at: Duration, problems: Vec<String>) -> Result<(), Divergence> {
 }
 
 impl Sim {
-    /// Sets how far `node`'s wall clock runs ahead of the simulation's, from its next start.
-    pub fn set_skew(&mut self, node: usize, skew: Duration) {
-        self.nodes[node].skew_ms = skew.as_millis() as u64;
-    }
-
     /// Writes `value` (JSON text; `None` deletes) at `key` through the running `node`, without
     /// queueing ([`consort_proto::Engine::write`] with `queue = false`). An acknowledgement is
     /// recorded in [`Sim::acked_writes`] when the node reports it applied.

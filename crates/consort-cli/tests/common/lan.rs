@@ -66,6 +66,11 @@ pub fn nft(ns: &str, script: &str) -> Result<(), String> {
     })
 }
 
+/// Whether `nft` works in namespace `probe` (for [`unavailable`]).
+pub fn nft_works(probe: &str) -> bool {
+    nft(probe, "table inet consort_probe { }\n").is_ok()
+}
+
 /// Whether the LAN cannot be built here, so the test should return: a probe namespace
 /// `{prefix}probe<pid>` is created, `extra` is run with its name, and it is deleted again. If
 /// that fails, the test fails when `CONSORT_REQUIRE_NETNS=1` (set by CI), saying that `what`
@@ -153,6 +158,28 @@ impl Lan {
     /// The address host `i` starts with.
     pub fn addr(&self, i: usize) -> String {
         format!("10.213.0.{}", 10 + i)
+    }
+
+    /// Cuts host `i` off from every other host, both ways, with an nftables table `table` in
+    /// its namespace; [`Lan::reconnect`] removes it.
+    pub fn cut_off(&self, i: usize, table: &str) -> Result<(), String> {
+        let others: Vec<String> = (0..self.hosts)
+            .filter(|&j| j != i)
+            .map(|j| self.addr(j))
+            .collect();
+        let others = others.join(", ");
+        let rules = format!(
+            "table inet {table} {{\n\
+             chain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {others} }} drop; }}\n\
+             chain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {others} }} drop; }}\n\
+             }}\n"
+        );
+        nft(&self.ns(i), &rules)
+    }
+
+    /// Removes the table [`Lan::cut_off`] made in host `i`.
+    pub fn reconnect(&self, i: usize, table: &str) -> Result<(), String> {
+        nft(&self.ns(i), &format!("delete table inet {table}\n"))
     }
 
     /// The `consort` binary, run inside host `i`.

@@ -388,6 +388,14 @@ impl Daemon {
         Some(loopback(ports[name].as_u64()? as u16))
     }
 
+    /// `GET /v1/leader`: the leader's id (`None` when there is none) and the term; `None` if
+    /// the node does not answer.
+    pub fn leader(&self) -> Option<(Option<String>, u64)> {
+        let answer = http_get_json(self.port("api")?, "/v1/leader", None).ok()?;
+        let leader = answer["leader"]["id"].as_str().map(str::to_string);
+        Some((leader, answer["term"].as_u64()?))
+    }
+
     /// Where peers reach the node's group port.
     pub fn group_addr(&self) -> SocketAddr {
         self.port("group").expect("ports.json names the group port")
@@ -447,6 +455,20 @@ pub fn cluster_with(
             Daemon::start_at(&data_dir, groups[i], loopback(ports[n + i]), args)
         })
         .collect()
+}
+
+/// The leader and term every one of `nodes` reports ([`Daemon::leader`]), if they all name the
+/// same leader at the same term.
+pub fn agreed_leader(nodes: &[&Daemon]) -> Option<(String, u64)> {
+    let mut views = nodes.iter().map(|n| n.leader());
+    let (leader, term) = views.next()??;
+    let leader = leader?;
+    views
+        .all(|v| {
+            v.as_ref()
+                .is_some_and(|(l, t)| l.as_ref() == Some(&leader) && *t == term)
+        })
+        .then_some((leader, term))
 }
 
 /// A bare HTTP/1.1 GET on a fresh connection, with an optional bearer token: the status code

@@ -26,10 +26,10 @@
 //! Each side of a partition picks its own leader, and a side that lost its leader starts a new
 //! term. On heal the views converge and one leader remains. A leader starts a new term (highest
 //! seen + 1) whenever a live rival claims a term at least as high as its own, or a live member
-//! that picks it acknowledges a term it cannot follow it at. So the surviving leadership ends
-//! with a term above the demoted leader's and at or above every term either side reached (above
-//! all of them unless it already held the highest), and members drop the demoted leader's
-//! messages ([`Election::accept_leader_message`]).
+//! that picks it, or that has no leader, acknowledges a term it cannot follow it at. So the
+//! surviving leadership ends with a term above the demoted leader's and at or above every term
+//! either side reached (above all of them unless it already held the highest), and members drop
+//! the demoted leader's messages ([`Election::accept_leader_message`]).
 //!
 //! # Driving rule
 //!
@@ -260,7 +260,12 @@ impl Election {
         let is_live = |id: &NodeId| live.iter().any(|&(l, _)| l == *id);
         self.claims
             .retain(|id, (claim, _)| is_live(id) || claim.term >= term);
-        self.acks.retain(|id, _| is_live(id));
+        // An ack heard this beat outlives its sender leaving the view until the next beat: after
+        // a heal SWIM may declare a follower's old identity down just before its new one comes
+        // up, and a sticky leader whose support dropped for that instant would yield.
+        let beat = self.beat;
+        self.acks
+            .retain(|id, (_, heard)| is_live(id) || *heard == beat);
         self.settle();
         // A newcomer learns who leads from the next claim; send it now rather than a beat later.
         self.claim_due |= newcomer && self.is_leader();
@@ -306,7 +311,9 @@ impl Election {
         let oldest = self.beat.saturating_sub(CLAIM_LIFETIME);
         let before = (self.claims.len(), self.acks.len());
         self.claims.retain(|_, (_, heard)| *heard >= oldest);
-        self.acks.retain(|_, (_, heard)| *heard >= oldest);
+        let live = &self.live;
+        self.acks
+            .retain(|id, (_, heard)| *heard >= oldest && live.iter().any(|&(l, _)| l == *id));
         if before != (self.claims.len(), self.acks.len()) {
             self.settle();
         }
@@ -397,15 +404,13 @@ impl Election {
             .filter(|c| !c.is_retraction())
     }
 
-    /// This node plus the live members whose last ack names it as their leader.
+    /// This node plus the members whose last ack names it as their leader (the live ones, and
+    /// until the next beat those out of the view).
     fn support(&self) -> u32 {
         let followers = self
-            .peers()
-            .filter(|id| {
-                self.acks
-                    .get(id)
-                    .is_some_and(|(a, _)| a.leader == Some(self.own))
-            })
+            .acks
+            .iter()
+            .filter(|&(&id, (ack, _))| id != self.own && ack.leader == Some(self.own))
             .count();
         u32::try_from(followers + 1).unwrap_or(u32::MAX)
     }
@@ -474,14 +479,20 @@ impl Election {
 
     /// Whether this leader must start a new term: a live rival claims a term at least as high,
     /// or a live member picks this node but cannot follow it at its term (it waits for a higher
-    /// one, after following another leadership at an equal or higher term).
+    /// one, after following another leadership at an equal or higher term), or has no leader
+    /// and a higher term.
     fn challenged(&self) -> bool {
         let own = Some(self.own);
         self.peers().any(|id| {
             let rival = self.claim_of(id).is_some_and(|c| c.term >= self.term);
             let waiting = self.acks.get(&id).is_some_and(|(a, _)| {
                 let following = a.leader == own && a.term == self.term;
-                a.candidate == own && a.term >= self.term && !following
+                let picks = a.candidate == own && a.term >= self.term && !following;
+                // A leaderless member at a higher term cannot follow this leadership, whomever
+                // it picks: in sticky mode it disregards claims below its term and may wait for
+                // a node that follows this leader. Outgrow its term.
+                let stranded = a.leader.is_none() && a.term > self.term;
+                picks || stranded
             });
             rival || waiting
         })

@@ -759,3 +759,67 @@ impl Group {
         assert_eq!(leaders, 1);
     }
 }
+
+/// After a heal SWIM can declare a follower's old identity down an instant before its new one
+/// comes up. A sticky leader keeps that follower's support until the next beat, so a node that
+/// led itself while cut off does not take over in that instant; one gone for a beat is not
+/// counted, even once back.
+#[test]
+fn sticky_support_outlives_a_follower_blinking_out_of_the_view() {
+    let followed = Ack {
+        leader: Some(id(1)),
+        term: 1,
+        candidate: Some(id(1)),
+    };
+    let mut e = Election::new(id(1), sticky());
+    e.update_view(&[(id(1), 0), (id(2), 0)]);
+    e.handle_ack(id(2), followed);
+    assert_eq!(e.claim().map(|c| (c.term, c.support)), Some((1, 2)));
+    e.update_view(&[(id(1), 0), (id(3), 0)]);
+    e.handle_claim(
+        id(3),
+        Claim {
+            term: 5,
+            support: 1,
+        },
+    );
+    assert!(e.is_leader(), "two members follow it, one follows 3");
+    e.update_view(&[(id(1), 0), (id(2), 0), (id(3), 0)]);
+    assert!(e.is_leader());
+
+    let mut e = Election::new(id(1), sticky());
+    e.update_view(&[(id(1), 0), (id(2), 0)]);
+    e.handle_ack(id(2), followed);
+    e.update_view(&[(id(1), 0)]);
+    e.tick();
+    e.update_view(&[(id(1), 0), (id(2), 0)]);
+    assert_eq!(e.claim().map(|c| c.support), Some(1));
+}
+
+/// A sticky member left at a higher term by a leadership that died disregards the surviving
+/// leader's older claims and picks, by rank, a node that follows that leader and never claims.
+/// Its acks (no leader, a higher term) make the leader outgrow that term, and it follows.
+#[test]
+fn leader_outgrows_a_leaderless_member_at_a_higher_term() {
+    let mut leader = Election::new(id(4), sticky());
+    leader.update_view(&[(id(4), 5)]);
+    leader.update_view(&[(id(4), 5), (id(1), 0), (id(2), 6)]);
+    assert!(leader.is_leader());
+    let mut member = Election::new(id(1), sticky());
+    member.update_view(&[(id(1), 0), (id(4), 5), (id(7), 9)]);
+    member.handle_claim(
+        id(7),
+        Claim {
+            term: 8,
+            support: 3,
+        },
+    );
+    member.update_view(&[(id(1), 0), (id(4), 5), (id(2), 6)]);
+    assert_eq!((member.leader(), member.candidate()), (None, Some(id(2))));
+    for _ in 0..2 {
+        let ack = member.handle_claim(id(4), leader.claim().expect("leads"));
+        leader.handle_ack(id(1), ack);
+    }
+    assert_eq!(leader.term(), 9);
+    assert_eq!((member.leader(), member.term()), (Some(id(4)), 9));
+}
