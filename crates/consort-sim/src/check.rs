@@ -32,6 +32,8 @@ impl Divergence {
     pub const ELECTION: &'static str = "leaders not agreed";
     /// Election events that no correct run emits.
     pub const ELECTION_HISTORY: &'static str = "election events unsound";
+    /// Messages or service requests delivered in a way their class forbids.
+    pub const MESSAGING: &'static str = "messaging guarantee broken";
 }
 
 impl fmt::Display for Divergence {

@@ -94,6 +94,7 @@
 
 mod check;
 mod coordination;
+mod messaging;
 mod net;
 mod node;
 mod record;
@@ -105,6 +106,7 @@ mod trace;
 
 pub use check::Divergence;
 pub use coordination::Leadership;
+pub use messaging::{Delivery, ServedRequest};
 pub use net::{lan_addr, LinkDelay, NetConfig, NetStats, PORT};
 pub use node::NodeStatus;
 pub use record::{ElectionRecord, Record, Summary};

@@ -121,6 +121,8 @@ pub struct Sim {
     pub(crate) write_failures: u64,
     /// Stream frames handed to a receiver.
     pub(crate) frames_delivered: u64,
+    /// Messages, requests and outcomes (see `messaging.rs`).
+    pub(crate) messaging: crate::messaging::Log,
 }
 
 /// A function shown every datagram handed to a running engine: virtual time, sending node,
@@ -154,6 +156,7 @@ impl Sim {
             acked: Vec::new(),
             write_failures: 0,
             frames_delivered: 0,
+            messaging: Default::default(),
         }
     }
 
@@ -528,6 +531,10 @@ impl Sim {
                 engine.committed(now, &writes);
                 writes.clear();
             }
+            // Requests served here are answered at once, after their outputs are acted on.
+            for (id, reply) in self.messaging.answers.drain(..) {
+                engine.respond(now, id, Ok(reply));
+            }
             let mut outputs = std::mem::take(&mut self.scratch);
             while let Some(output) = engine.poll_output() {
                 outputs.push(output);
@@ -536,7 +543,7 @@ impl Sim {
                 self.act(node, output, &mut writes);
             }
             self.scratch = outputs;
-            if writes.is_empty() {
+            if writes.is_empty() && self.messaging.answers.is_empty() {
                 break;
             }
         }
@@ -557,6 +564,10 @@ impl Sim {
             Output::Event(Event::Member(event)) => self.record(node, event),
             Output::Event(Event::Election(event)) => self.record_election(node, event),
             Output::Event(Event::Rejected { .. }) => self.rejected += 1,
+            Output::Event(Event::Message(message)) => self.record_message(node, message),
+            Output::Serve(request) => self.record_request(node, request),
+            Output::SendDone { id, result } => self.record_send(node, id, result),
+            Output::CallDone { id, result } => self.record_call(node, id, result),
             // Other events (changes, pulses, bootstrap progress) are not recorded.
             _ => {}
         }

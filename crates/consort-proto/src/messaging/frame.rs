@@ -42,20 +42,22 @@ pub(crate) enum Frame {
         next: u64,
         sack: Vec<u64>,
     },
-    /// Run `service` with `body` and reply; `ttl_ms` is how long the caller keeps trying.
-    /// `accepted`: the provider run that accepted it already (a retry asking for the reply); a
-    /// later run of the provider that does not know the request must not run it.
+    /// Reserve a run of `service` with `body` (it runs only on [`Frame::Run`]); `ttl_ms` is how
+    /// long the caller keeps trying.
     Request {
         id: RequestId,
         service: String,
         ttl_ms: u32,
-        accepted: Option<u32>,
         #[serde(with = "serde_bytes_compat")]
         body: Vec<u8>,
     },
-    /// The provider (in run `epoch`) took the request and runs it, or already did: do not send
-    /// it elsewhere.
+    /// The provider (in run `epoch`) holds the request: the caller may confirm it with
+    /// [`Frame::Run`], and must not send it elsewhere once it did.
     Accepted { id: RequestId, epoch: u32 },
+    /// Run the request reserved earlier (or, once it runs, send the reply when there is one).
+    Run { id: RequestId },
+    /// The request is running (or ran).
+    Started { id: RequestId },
     /// The outcome of a request.
     Reply {
         id: RequestId,
@@ -137,12 +139,17 @@ mod tests {
                 id: RequestId { epoch: 1, n: 4 },
                 service: "light".into(),
                 ttl_ms: 2000,
-                accepted: Some(3),
                 body: b"{}".to_vec(),
             },
             Frame::Accepted {
                 id: RequestId { epoch: 1, n: 4 },
                 epoch: 3,
+            },
+            Frame::Run {
+                id: RequestId { epoch: 1, n: 4 },
+            },
+            Frame::Started {
+                id: RequestId { epoch: 1, n: 4 },
             },
             Frame::Reply {
                 id: RequestId { epoch: 1, n: 4 },

@@ -323,22 +323,18 @@ impl Messaging {
                 id,
                 service,
                 ttl_ms,
-                accepted,
                 body,
             } => {
                 let ttl = Duration::from_millis(u64::from(ttl_ms));
-                self.rpc.handle_request(
-                    view.now,
-                    from,
-                    id,
-                    service,
-                    ttl,
-                    accepted,
-                    body,
-                    &mut self.actions,
-                );
+                self.rpc
+                    .handle_request(view.now, from, id, service, ttl, body, &mut self.actions);
             }
-            Frame::Accepted { id, epoch } => self.rpc.handle_accepted(from, id, epoch),
+            Frame::Accepted { id, epoch } => {
+                self.rpc
+                    .handle_accepted(view.now, from, id, epoch, &mut self.actions)
+            }
+            Frame::Run { id } => self.rpc.handle_run(view.now, from, id, &mut self.actions),
+            Frame::Started { id } => self.rpc.handle_started(view.now, from, id),
             Frame::Reply { id, result } => {
                 self.rpc
                     .handle_reply(view, from, id, result, &mut self.actions)

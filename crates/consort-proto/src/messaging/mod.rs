@@ -19,12 +19,14 @@
 //! # Services
 //!
 //! A node advertises named services (in its replicated metadata entry, so every member knows the
-//! providers). A call picks a provider by [`Policy`], sends a request with an id, and retries it
-//! until the provider accepts it; a provider that does not accept in time is replaced by the
-//! next. A provider runs each request id at most once, however often it arrives, and answers
-//! retries from a cache. Once a provider has accepted a request the call never sends it to
-//! another provider: if that provider dies, the call fails with [`CallError::ProviderLost`]
-//! rather than risk running it twice (as gRPC does not retry a request the server has seen).
+//! providers). A call picks a provider by [`Policy`] and runs in two phases: the provider first
+//! only keeps the request and accepts it; the caller then confirms and the provider runs it. A
+//! provider that does not accept in time, or goes away before accepting, is replaced by the
+//! next one, which is safe because it cannot have run the request. A provider runs each
+//! request id at most once, however often the request or the confirmation arrives, and answers
+//! retries from what it remembers. Once a provider has accepted, the call never goes elsewhere:
+//! if that provider dies, the call fails with [`CallError::ProviderLost`] rather than risk
+//! running the request twice.
 
 use std::fmt;
 use std::time::Duration;

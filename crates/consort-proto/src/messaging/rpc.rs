@@ -1,4 +1,11 @@
 //! Calls (the caller's side) and serving (the provider's side) of named services.
+//!
+//! A call runs in two phases, so that moving to another provider never runs a request twice:
+//! the caller sends the request ([`Frame::Request`]) and the provider only keeps it and answers
+//! [`Frame::Accepted`]; the caller then confirms with [`Frame::Run`], the provider runs it and
+//! answers [`Frame::Started`], and later the reply. A caller moves on to the next provider only
+//! while it holds no acceptance, that is, while no provider can have run the request; once one
+//! accepted, a retry goes to that provider alone, which answers from what it remembers.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +26,7 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_millis(750);
 /// First interval between tries of a request not yet accepted; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(25);
 const MAX_RETRY: Duration = Duration::from_millis(100);
-/// Interval between reminders to a provider that accepted (in case its reply was lost).
+/// Interval between reminders to a provider that runs the request (in case its reply was lost).
 const POLL: Duration = Duration::from_millis(250);
 /// How long a provider remembers a request beyond the caller's own deadline.
 const REMEMBER_EXTRA: Duration = Duration::from_secs(10);
@@ -30,6 +37,8 @@ struct Attempt {
     started: Instant,
     /// The provider run that accepted the request, once it did.
     accepted: Option<u32>,
+    /// Whether the provider said it runs the request.
+    running: bool,
     retry_at: Instant,
     tries: u32,
     /// Set once this provider answered (calls to every provider keep the attempt).
@@ -65,6 +74,11 @@ enum Origin {
 
 #[derive(Debug)]
 enum Served {
+    /// Accepted, waiting for the caller's [`Frame::Run`].
+    Reserved {
+        service: String,
+        body: Vec<u8>,
+    },
     Running,
     Done(Result<Vec<u8>, ServiceError>),
 }
@@ -252,6 +266,7 @@ impl Rpc {
             node,
             started: view.now,
             accepted: None,
+            running: false,
             retry_at: view.now + FIRST_RETRY,
             tries: 0,
             done: false,
@@ -264,6 +279,7 @@ impl Rpc {
                 return self.provider_refused(view, id, node, ServiceError::NoSuchService, actions);
             }
             attempt.accepted = Some(self.epoch);
+            attempt.running = true;
             let serve = self.next_serve;
             self.next_serve += 1;
             self.served += 1;
@@ -277,12 +293,20 @@ impl Rpc {
             c.attempts.push(attempt);
             return;
         }
-        let frame = request_frame(c.request, &c.service, &c.body, c.deadline, view.now, None);
+        let frame = request_frame(c.request, &c.service, &c.body, c.deadline, view.now);
         c.attempts.push(attempt);
         actions.push_back(Action::Send(node, frame));
     }
 
-    pub(crate) fn handle_accepted(&mut self, from: NodeId, request: RequestId, epoch: u32) {
+    /// A provider holds the request: confirm it at once.
+    pub(crate) fn handle_accepted(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        request: RequestId,
+        epoch: u32,
+        actions: &mut VecDeque<Action>,
+    ) {
         let Some(call) = self.by_request.get(&request) else {
             return;
         };
@@ -290,7 +314,23 @@ impl Rpc {
         if let Some(a) = c.attempts.iter_mut().find(|a| a.node == from && !a.done) {
             if a.accepted.is_none() {
                 a.accepted = Some(epoch);
-                a.retry_at = a.retry_at.max(a.started + POLL);
+                a.tries = 0;
+                a.retry_at = now + FIRST_RETRY;
+                actions.push_back(Action::Send(from, Frame::Run { id: request }));
+            }
+        }
+    }
+
+    /// A provider runs the request: from now on only remind it now and then.
+    pub(crate) fn handle_started(&mut self, now: Instant, from: NodeId, request: RequestId) {
+        let Some(call) = self.by_request.get(&request) else {
+            return;
+        };
+        let c = self.calls.get_mut(call).expect("indexed");
+        if let Some(a) = c.attempts.iter_mut().find(|a| a.node == from && !a.done) {
+            if a.accepted.is_some() && !a.running {
+                a.running = true;
+                a.retry_at = now + POLL;
             }
         }
     }
@@ -472,15 +512,18 @@ impl Rpc {
                 }
                 if now >= a.retry_at {
                     a.tries += 1;
-                    let wait = if a.accepted.is_some() {
-                        POLL
-                    } else {
-                        FIRST_RETRY
-                            .saturating_mul(1 << a.tries.min(8))
-                            .min(MAX_RETRY)
+                    let backoff = FIRST_RETRY
+                        .saturating_mul(1 << a.tries.min(8))
+                        .min(MAX_RETRY);
+                    let (frame, wait) = match (a.accepted, a.running) {
+                        (None, _) => (
+                            request_frame(*request, service, body, *deadline, now),
+                            backoff,
+                        ),
+                        (Some(_), false) => (Frame::Run { id: *request }, backoff),
+                        (Some(_), true) => (Frame::Run { id: *request }, POLL),
                     };
                     a.retry_at = now + wait;
-                    let frame = request_frame(*request, service, body, *deadline, now, a.accepted);
                     actions.push_back(Action::Send(a.node, frame));
                 }
             }
@@ -496,7 +539,8 @@ impl Rpc {
 
     // ---- the provider's side ----
 
-    /// A request arrived from `from`. Returns whether a new request started running.
+    /// A request arrived from `from`: keep it (not run yet) and say so, or answer from what is
+    /// remembered of it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn handle_request(
         &mut self,
@@ -505,19 +549,22 @@ impl Rpc {
         id: RequestId,
         service: String,
         ttl: Duration,
-        accepted: Option<u32>,
         body: Vec<u8>,
         actions: &mut VecDeque<Action>,
     ) {
         self.forget_old(now);
+        let accepted = Frame::Accepted {
+            id,
+            epoch: self.epoch,
+        };
         match self.remembered.get(&(from, id)) {
+            Some(Served::Reserved { .. }) => {
+                self.deduplicated += 1;
+                return actions.push_back(Action::Send(from, accepted));
+            }
             Some(Served::Running) => {
                 self.deduplicated += 1;
-                let frame = Frame::Accepted {
-                    id,
-                    epoch: self.epoch,
-                };
-                return actions.push_back(Action::Send(from, frame));
+                return actions.push_back(Action::Send(from, Frame::Started { id }));
             }
             Some(Served::Done(result)) => {
                 self.deduplicated += 1;
@@ -529,10 +576,7 @@ impl Rpc {
             }
             None => {}
         }
-        let refusal = if accepted.is_some() {
-            // Accepted by this node before (another run, or forgotten): it may have run.
-            Some(ServiceError::Lost)
-        } else if !super::valid_service_name(&service) || !self.services.contains(&service) {
+        let refusal = if !super::valid_service_name(&service) || !self.services.contains(&service) {
             Some(ServiceError::NoSuchService)
         } else if self.remembered.len() >= self.max_remembered {
             Some(ServiceError::Busy)
@@ -546,26 +590,64 @@ impl Rpc {
             };
             return actions.push_back(Action::Send(from, frame));
         }
-        self.remembered.insert((from, id), Served::Running);
+        self.remembered
+            .insert((from, id), Served::Reserved { service, body });
         self.forget
             .push_back((now + ttl + REMEMBER_EXTRA, (from, id)));
-        let serve = self.next_serve;
-        self.next_serve += 1;
-        self.served += 1;
-        self.running.insert(serve, Origin::Remote(from, id));
-        actions.push_back(Action::Send(
-            from,
-            Frame::Accepted {
-                id,
-                epoch: self.epoch,
-            },
-        ));
-        actions.push_back(Action::Serve(Request {
-            id: serve,
-            from,
-            service,
-            body,
-        }));
+        actions.push_back(Action::Send(from, accepted));
+    }
+
+    /// The caller confirmed request `id`: run it if it waits, else answer from what is
+    /// remembered. A request not remembered (this run never accepted it, or forgot it) is
+    /// answered [`ServiceError::Lost`]: it may have run before, so it must not run now.
+    pub(crate) fn handle_run(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        id: RequestId,
+        actions: &mut VecDeque<Action>,
+    ) {
+        self.forget_old(now);
+        let entry = self.remembered.get_mut(&(from, id));
+        match entry {
+            Some(Served::Reserved { .. }) => {
+                let Some(Served::Reserved { service, body }) =
+                    std::mem::replace(entry.expect("present"), Served::Running).into()
+                else {
+                    unreachable!("matched above")
+                };
+                let serve = self.next_serve;
+                self.next_serve += 1;
+                self.served += 1;
+                self.running.insert(serve, Origin::Remote(from, id));
+                actions.push_back(Action::Send(from, Frame::Started { id }));
+                actions.push_back(Action::Serve(Request {
+                    id: serve,
+                    from,
+                    service,
+                    body,
+                }));
+            }
+            Some(Served::Running) => {
+                self.deduplicated += 1;
+                actions.push_back(Action::Send(from, Frame::Started { id }));
+            }
+            Some(Served::Done(result)) => {
+                self.deduplicated += 1;
+                let frame = Frame::Reply {
+                    id,
+                    result: result.clone(),
+                };
+                actions.push_back(Action::Send(from, frame));
+            }
+            None => {
+                let frame = Frame::Reply {
+                    id,
+                    result: Err(ServiceError::Lost),
+                };
+                actions.push_back(Action::Send(from, frame));
+            }
+        }
     }
 
     /// The handler's answer to request `serve`.
@@ -614,14 +696,12 @@ fn request_frame(
     body: &[u8],
     deadline: Instant,
     now: Instant,
-    accepted: Option<u32>,
 ) -> Frame {
     let ttl = deadline.saturating_duration_since(now).as_millis();
     Frame::Request {
         id,
         service: service.to_string(),
         ttl_ms: u32::try_from(ttl).unwrap_or(u32::MAX),
-        accepted,
         body: body.to_vec(),
     }
 }
