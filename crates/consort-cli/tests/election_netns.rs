@@ -6,6 +6,8 @@
 //!   two the next best at a newer term); after the heal exactly one leader, the best, at a term
 //!   above the one the demoted leader held (so that leader's old-term messages are dropped).
 //! - `--quorum 2`: the cut-off host has no leader; the other two have one.
+//! - One-way heal: the cut-off old leader's broadcasts, stamped with its old term, reach the
+//!   other two, which drop them (while their own leader's broadcasts arrive).
 //! - Group time: every follower's must match the leader's within 2 ms. All namespaces share one
 //!   kernel clock, so each host's `group_time_us` (`GET /v1/status`, timed from inside its
 //!   namespace) is compared with the host clock around the fastest of 40 requests. While the
@@ -499,4 +501,138 @@ fn group_time_on_followers_matches_the_leader() {
             "host{i}: offset {offset} ms to the leader"
         );
     }
+}
+
+/// `consort listen` inside host `i`, its NDJSON going to `out`; killed when dropped.
+struct Listener(std::process::Child, std::path::PathBuf);
+
+impl Listener {
+    fn start(lan: &Lan, i: usize, out: std::path::PathBuf) -> Listener {
+        let child = lan
+            .consort_in(i)
+            .args(["listen", "--api", "http://127.0.0.1:7471"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("listen output"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("consort listen starts");
+        Listener(child, out)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.1)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The leader, host0, is cut off; hosts 1 and 2 move on to a newer term. Then host0's datagrams
+/// reach them again, but not theirs it: host0 still leads itself at its old term and its
+/// broadcast is sent, and hosts 1 and 2 must drop it, while a broadcast of their own leader
+/// reaches host2.
+#[test]
+fn a_broadcast_of_the_old_term_is_dropped_by_the_side_that_moved_on() {
+    let root = tempfile::tempdir().unwrap();
+    let Some((lan, ids)) = running_lan("cg", root.path(), &[]) else {
+        return;
+    };
+    let old = await_agree(
+        &lan,
+        &[0, 1, 2],
+        Some(&ids[0]),
+        Duration::from_secs(5),
+        "start",
+    );
+    lan.cut_off(0, TABLE).expect("partition");
+    let pair = await_agree(
+        &lan,
+        &[1, 2],
+        Some(&ids[1]),
+        Duration::from_secs(8),
+        "the pair",
+    );
+    assert!(pair > old, "the pair's term {pair} is not above {old}");
+    // One way only: host0 hears nobody, but everybody hears host0.
+    lan.reconnect(0, TABLE).expect("reconnect");
+    let others = format!("{}, {}", lan.addr(1), lan.addr(2));
+    let one_way = format!(
+        "table inet {TABLE} {{\n\
+         chain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {others} }} drop; }}\n\
+         }}\n"
+    );
+    lan::nft(&lan.ns(0), &one_way).expect("one-way cut");
+    let listeners: Vec<Listener> = (1..HOSTS)
+        .map(|i| Listener::start(&lan, i, root.path().join(format!("listen{i}"))))
+        .collect();
+    let primed = poll(Duration::from_secs(5), || {
+        listeners
+            .iter()
+            .all(|l| l.events().iter().any(|e| e["type"] == "leader_changed"))
+            .then_some(())
+    });
+    assert!(primed.is_some(), "listeners did not start");
+    assert_eq!(
+        lan.leader(0),
+        Some((Some(ids[0].clone()), old)),
+        "host0 still leads itself"
+    );
+    let send = |i: usize, body: &str| {
+        let out = lan
+            .consort_in(i)
+            .args([
+                "send",
+                "--broadcast",
+                body,
+                "--api",
+                "http://127.0.0.1:7471",
+            ])
+            .output()
+            .expect("consort send");
+        assert!(
+            out.status.success(),
+            "send in host{i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for _ in 0..5 {
+        send(0, r#"{"stale":true}"#);
+        send(1, r#"{"fresh":true}"#);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let host2 = listeners[1].events();
+    let fresh = host2
+        .iter()
+        .filter(|e| e["type"] == "leader_message" && e["body"]["fresh"] == true)
+        .count();
+    assert_eq!(
+        fresh, 5,
+        "host1's broadcasts at term {pair} reach host2: {host2:?}"
+    );
+    for (i, l) in listeners.iter().enumerate() {
+        let stale: Vec<Value> = l
+            .events()
+            .into_iter()
+            .filter(|e| e["body"]["stale"] == true)
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "host{} delivered host0's old-term broadcast: {stale:?}",
+            i + 1
+        );
+    }
+    println!(
+        "one-way heal: host0 broadcast 5 times at its old term {old}, hosts 1 and 2 (term \
+         {pair}) delivered none; host1's 5 broadcasts reached host2"
+    );
+    lan.reconnect(0, TABLE).expect("heal");
 }
