@@ -10,6 +10,7 @@ mod api;
 mod client;
 mod cmd;
 mod config;
+mod dashboard;
 mod exit;
 mod logging;
 

@@ -191,6 +191,10 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Dropped datagrams by reason.
     pub rejected: BTreeMap<RejectReason, u64>,
+    /// Bytes of anti-entropy (reconciliation) messages received, by datagram or stream.
+    pub anti_entropy_bytes_in: u64,
+    /// Bytes of anti-entropy (reconciliation) messages sent, by datagram or stream.
+    pub anti_entropy_bytes_out: u64,
 }
 
 impl Stats {

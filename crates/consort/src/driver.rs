@@ -23,6 +23,7 @@ use crate::node::Status;
 use crate::service::{IncomingRequest, Response};
 use crate::storage::Storage;
 use crate::stream::{Received, Streams};
+use crate::telemetry::Recorder;
 use crate::watch::ChangeLog;
 
 /// Requests from [`crate::Node`] handles.
@@ -96,6 +97,8 @@ pub(crate) struct Driver {
     /// Where requests for each service served here go.
     handlers: HashMap<String, mpsc::Sender<IncomingRequest>>,
     translator: Translator,
+    /// Counters for monitoring, from the events carried out.
+    recorder: Recorder,
 }
 
 /// Channels the driver listens on.
@@ -118,6 +121,7 @@ impl Driver {
             calls: HashMap::new(),
             handlers: HashMap::new(),
             translator: Translator::default(),
+            recorder: Recorder::default(),
         }
     }
 
@@ -359,6 +363,15 @@ impl Driver {
                 .filter(|(_, services)| !services.is_empty())
                 .collect(),
             messaging: self.engine.messaging_stats(),
+            telemetry: {
+                let mut telemetry = self.recorder.telemetry.clone();
+                telemetry.tombstones = self.engine.list("").filter(|e| e.is_tombstone()).count();
+                (
+                    telemetry.anti_entropy_started,
+                    telemetry.anti_entropy_completed,
+                ) = self.engine.anti_entropy_rounds();
+                telemetry
+            },
         }
     }
 
@@ -394,6 +407,7 @@ impl Driver {
                     return false;
                 }
             }
+            self.recorder.end_pass();
             if commits.is_empty() {
                 return true;
             }
@@ -448,6 +462,13 @@ impl Driver {
             Output::Serve(request) => self.dispatch(request),
             Output::Event(event) => {
                 log_event(&event);
+                let engine = &self.engine;
+                self.recorder.event(
+                    &event,
+                    engine.identity().id,
+                    engine.is_bootstrapping(),
+                    |peer| engine.clock_estimate(peer).map(|e| e.offset_us),
+                );
                 self.translator.handle(&event);
                 if let Event::Changed(change) = &event {
                     self.parts

@@ -29,6 +29,7 @@ mod node;
 mod service;
 pub mod storage;
 mod stream;
+pub mod telemetry;
 pub mod watch;
 
 pub use consort_proto::messaging::{

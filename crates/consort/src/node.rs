@@ -142,6 +142,8 @@ pub struct Status {
     pub services: std::collections::BTreeMap<NodeId, Vec<String>>,
     /// Message and service counters.
     pub messaging: consort_proto::messaging::MessagingStats,
+    /// Tombstones, leader changes, anti-entropy rounds, bootstrap progress, propagation lag.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// A running node. Cheap to share behind an `Arc`; stop it with [`Node::leave`].

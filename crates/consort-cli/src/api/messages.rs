@@ -37,6 +37,7 @@ pub struct SendBody {
     #[serde(default)]
     pub reliable: bool,
     /// How long a reliable message is retried, in ms (default 30 s).
+    #[serde(default, deserialize_with = "whole_ms")]
     pub timeout_ms: Option<u64>,
 }
 
@@ -48,9 +49,25 @@ pub struct CallBody {
     #[serde(default)]
     pub body: Json_,
     /// How long the call may take, in ms (default 5000).
+    #[serde(default, deserialize_with = "whole_ms")]
     pub timeout_ms: Option<u64>,
     /// `round_robin` (default), `local_first`, `leader`, `all`, or `node:ID`.
     pub policy: Option<String>,
+}
+
+/// A `timeout_ms`: a whole number, written `2000` or `2000.0` (JSON does not tell them apart),
+/// or null.
+fn whole_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match (n.as_u64(), n.as_f64()) {
+        (Some(ms), _) => Ok(Some(ms)),
+        (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "timeout_ms must be a whole number of milliseconds, got {n}"
+        ))),
+    }
 }
 
 /// Parses a message target as the API and CLI write it.
@@ -255,6 +272,21 @@ mod tests {
         assert!(parse_policy("random").is_err());
         assert!(timeout(Some(0), Duration::ZERO).is_err());
         assert!(timeout(Some(10_000_000), Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn timeouts_are_whole_milliseconds_however_written() {
+        let parse = |t: &str| {
+            serde_json::from_str::<CallBody>(&format!("{{\"timeout_ms\":{t}}}"))
+                .map(|b| b.timeout_ms)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("2000"), Ok(Some(2000)));
+        assert_eq!(parse("2000.0"), Ok(Some(2000)));
+        assert_eq!(parse("null"), Ok(None));
+        assert!(parse("1.5").unwrap_err().contains("whole number"));
+        assert!(parse("-3").unwrap_err().contains("whole number"));
+        assert!(parse("\"9\"").is_err());
     }
 
     #[test]

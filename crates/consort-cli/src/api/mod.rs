@@ -1,13 +1,16 @@
 //! The HTTP API the daemon serves (axum): JSON under `/v1`, Prometheus text under `/metrics`.
 //!
 //! Every error is a status code with `{"error": "..."}`. When a token is set, every request,
-//! unknown routes included, must carry `Authorization: Bearer TOKEN`. The replicated state
+//! unknown routes included, must carry `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for
+//! browsers, which cannot set headers on a WebSocket); only the dashboard's files (`/` and
+//! `/dashboard/`, see `crate::dashboard`) are served without it. The replicated state
 //! (`/v1/kv`, `/v1/pulse`, `/v1/watch`) is served by `state`.
 
 mod dispatch;
 mod messages;
 mod metrics;
 pub mod model;
+mod openapi;
 mod state;
 mod ws;
 
@@ -24,8 +27,7 @@ use consort::Node;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use self::metrics::StateGauges;
-use self::model::{DatagramCounts, LeaderBody, MemberCounts, PeerBody, StatusBody};
+use self::model::{LeaderBody, PeerBody, StatusBody};
 
 /// What the handlers share: the node and how to guard it.
 pub struct ApiState {
@@ -36,6 +38,8 @@ pub struct ApiState {
     closing: watch::Sender<bool>,
     /// Services served here and their WebSocket handlers.
     dispatcher: dispatch::Dispatcher,
+    /// API requests by route and status, for `/metrics`.
+    requests: metrics::ApiRequests,
 }
 
 impl ApiState {
@@ -47,6 +51,7 @@ impl ApiState {
             group,
             token,
             closing: watch::Sender::new(false),
+            requests: metrics::ApiRequests::default(),
         }
     }
 
@@ -101,11 +106,17 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/messages", post(messages::send))
         .route("/v1/services", get(messages::list))
         .route("/v1/services/{name}/call", post(messages::call))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone())
+        // Added after the token check, so outside it: the dashboard's files hold no data.
+        .merge(crate::dashboard::routes())
+        // Layers run after routing (so the route matched is known); this one outside the token
+        // check, so it counts and logs 401s too.
+        .layer(middleware::from_fn_with_state(state, metrics::observe))
 }
 
 /// An error response: a status and `{"error": message}`.
@@ -145,17 +156,32 @@ async fn require_token(
     next: Next,
 ) -> Response {
     if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = given_token(&request);
         if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
             let message = "missing or wrong API token (send Authorization: Bearer TOKEN)";
             return ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
         }
     }
     next.run(request).await
+}
+
+/// The token a request carries: `Authorization: Bearer TOKEN`, else `?token=TOKEN`.
+fn given_token(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = header {
+        return Some(token.to_string());
+    }
+    let query = request.uri().query()?;
+    let token = query.split('&').find_map(|p| p.strip_prefix("token="))?;
+    Some(
+        percent_encoding::percent_decode_str(token)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// Compares two secrets in time that does not depend on where they differ.
@@ -205,15 +231,7 @@ async fn leader(State(state): State<Arc<ApiState>>) -> Result<Json<LeaderBody>, 
 /// `GET /metrics`.
 async fn prometheus(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let status = node_status(&state).await?;
-    let gauges = StateGauges {
-        entries: status.entries,
-        bootstrapping: status.bootstrapping,
-    };
-    let text = metrics::render(
-        &MemberCounts::new(&status.members),
-        gauges,
-        &DatagramCounts::new(&status.stats),
-    );
+    let text = metrics::render(&status, &state.requests.counts());
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 

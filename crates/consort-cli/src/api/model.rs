@@ -28,6 +28,9 @@ pub struct StatusBody {
     pub entries: usize,
     /// Whether the node is still pulling its state from a peer.
     pub bootstrapping: bool,
+    /// The group's time when the status was taken, in microseconds since the Unix epoch: the
+    /// leader's clock as estimated here (this node's own clock until it has an estimate).
+    pub group_time_us: i64,
 }
 
 /// The node answering.
@@ -132,6 +135,7 @@ impl StatusBody {
             datagrams: DatagramCounts::new(&status.stats),
             entries: status.entries,
             bootstrapping: status.bootstrapping,
+            group_time_us: status.group_time_us,
         }
     }
 }
@@ -368,6 +372,7 @@ mod tests {
             group_time_us: 0,
             services: [(NodeId(2), vec!["light".to_string()])].into(),
             messaging: Default::default(),
+            telemetry: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod call;
 mod del;
+mod demo;
 mod get;
 mod keygen;
 mod leader;
@@ -22,6 +23,7 @@ use clap::Subcommand;
 
 pub use self::call::Call;
 pub use self::del::Del;
+pub use self::demo::Demo;
 pub use self::get::Get;
 pub use self::keygen::Keygen;
 pub use self::leader::Leader;
@@ -43,6 +45,8 @@ pub enum Command {
     Up(Up),
     /// Print a new group secret.
     Keygen(Keygen),
+    /// Run three local nodes with simulated home devices and print their dashboards' URLs.
+    Demo(Demo),
     /// Show this node, the leader and the number of live peers.
     Status(Status),
     /// List every member of the group, this node included.
@@ -77,6 +81,7 @@ impl Command {
         match self {
             Command::Up(up) => up.run(),
             Command::Keygen(keygen) => keygen.run(),
+            Command::Demo(demo) => demo.run(),
             Command::Status(status) => status.run(),
             Command::Peers(peers) => peers.run(),
             Command::Leader(leader) => leader.run(),

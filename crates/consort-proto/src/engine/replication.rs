@@ -97,6 +97,9 @@ impl Engine {
         let Some(msg) = ReplicaMessage::decode(body) else {
             return false;
         };
+        if matches!(msg, ReplicaMessage::Reconcile(_)) {
+            self.stats.anti_entropy_bytes_in += body.len() as u64;
+        }
         let wall = self.wall_ms(now);
         self.replicator.handle(now, wall, from, msg);
         true
@@ -178,6 +181,9 @@ impl Engine {
             return; // not a live member any more; anti-entropy catches up later
         };
         let body = msg.encode();
+        if matches!(msg, ReplicaMessage::Reconcile(_)) {
+            self.stats.anti_entropy_bytes_out += body.len() as u64;
+        }
         // Snapshot parts must arrive in order, the last one last: all of them take the stream.
         let ordered = matches!(msg, ReplicaMessage::Snapshot { .. });
         if body.len() <= MAX_PAYLOAD && !ordered {
