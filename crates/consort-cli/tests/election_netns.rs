@@ -542,7 +542,7 @@ impl Drop for Listener {
 #[test]
 fn a_broadcast_of_the_old_term_is_dropped_by_the_side_that_moved_on() {
     let root = tempfile::tempdir().unwrap();
-    let Some((lan, ids)) = running_lan("cg", root.path(), &[]) else {
+    let Some((lan, ids)) = running_lan("ch", root.path(), &[]) else {
         return;
     };
     let old = await_agree(
