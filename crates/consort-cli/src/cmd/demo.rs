@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
+use crate::cmd::shutdown::Shutdown;
 
 /// The demo's group name.
 const GROUP: &str = "demo";
@@ -97,7 +98,7 @@ struct DemoNode {
 }
 
 async fn run_demo() -> anyhow::Result<()> {
-    let mut signals = Signals::install()?;
+    let mut shutdown = Shutdown::install()?;
     let scratch = Scratch::create()?;
     let secret = consort::data_dir::generate_secret();
     let mut nodes: Vec<DemoNode> = Vec::new();
@@ -108,7 +109,7 @@ async fn run_demo() -> anyhow::Result<()> {
     announce(&nodes, scratch.path());
     let tasks = start_devices(&nodes).await?;
     let failed = tokio::select! {
-        signal = signals.wait() => {
+        signal = shutdown.wait() => {
             tracing::info!("{signal}: stopping the demo");
             false
         }
@@ -533,44 +534,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// SIGINT and SIGTERM, caught from the start so that a signal always stops the demo cleanly.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    #[cfg(unix)]
-    fn install() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn install() -> anyhow::Result<Signals> {
-        Ok(Signals {})
-    }
-
-    #[cfg(unix)]
-    async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-
-    #[cfg(not(unix))]
-    async fn wait(&mut self) -> &'static str {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
     }
 }
 

@@ -15,6 +15,7 @@ mod pulse;
 mod send;
 mod serve;
 mod set;
+mod shutdown;
 mod status;
 mod up;
 mod watch;

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::api::{self, ApiState};
+use crate::cmd::shutdown::Shutdown;
 use crate::config::{Listen, Secrets, Settings};
 use crate::logging::{self, LogFormat};
 
@@ -217,46 +218,4 @@ fn print_join_hint(dir: &DataDir, group: &str, addr: SocketAddr) {
         secret.display()
     );
     let _ = out.flush();
-}
-
-/// SIGINT and SIGTERM, caught from startup on so a signal always leads to a graceful leave.
-struct Shutdown {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    /// Installs the handlers.
-    #[cfg(unix)]
-    fn install() -> anyhow::Result<Shutdown> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Shutdown {
-            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
-        })
-    }
-
-    /// Installs the handlers.
-    #[cfg(not(unix))]
-    fn install() -> anyhow::Result<Shutdown> {
-        Ok(Shutdown {})
-    }
-
-    /// Waits for a signal and names it.
-    #[cfg(unix)]
-    async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
-
-    /// Waits for a signal and names it.
-    #[cfg(not(unix))]
-    async fn wait(&mut self) -> &'static str {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
-    }
 }
