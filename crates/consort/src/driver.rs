@@ -337,11 +337,15 @@ impl Driver {
     }
 
     fn status(&self) -> Status {
+        // One pass over the store for both counts (status is asked for on every API poll).
+        let (stored, tombstones) = self.engine.list("").fold((0, 0), |(n, t), e| {
+            (n + 1, t + usize::from(e.is_tombstone()))
+        });
         Status {
             identity: self.engine.identity().clone(),
             members: self.engine.members(),
             stats: self.engine.stats().clone(),
-            entries: self.engine.list("").filter(|e| !e.is_tombstone()).count(),
+            entries: stored - tombstones,
             bootstrapping: self.engine.is_bootstrapping(),
             leader: self.engine.leader(),
             term: self.engine.term(),
@@ -365,7 +369,7 @@ impl Driver {
             messaging: self.engine.messaging_stats(),
             telemetry: {
                 let mut telemetry = self.recorder.telemetry.clone();
-                telemetry.tombstones = self.engine.list("").filter(|e| e.is_tombstone()).count();
+                telemetry.tombstones = tombstones;
                 (
                     telemetry.anti_entropy_started,
                     telemetry.anti_entropy_completed,
