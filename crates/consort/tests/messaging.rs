@@ -45,11 +45,16 @@ async fn three(dirs: &[tempfile::TempDir]) -> Vec<Arc<Node>> {
     }
 }
 
-/// Collects every callback with its arguments.
+/// Collects every callback with its arguments; with `greet`, a leader broadcasts a greeting
+/// from `promote_leader`.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
+struct Recorder(Arc<Mutex<Vec<String>>>, bool);
 
 impl Recorder {
+    fn greeting() -> Recorder {
+        Recorder(Arc::default(), true)
+    }
+
     fn log(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
@@ -64,9 +69,11 @@ impl PeerGroup for Recorder {
     }
     fn promote_leader(&mut self, group: &Group) {
         self.push(format!("promote_leader is_leader={}", group.is_leader()));
-        group
-            .broadcast_to_all(b"hello from the leader".to_vec())
-            .unwrap();
+        if self.1 {
+            group
+                .broadcast_to_all(b"hello from the leader".to_vec())
+                .unwrap();
+        }
     }
     fn demote_leader(&mut self, _: &Group) {
         self.push("demote_leader".into());
@@ -118,7 +125,7 @@ async fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 async fn a_lone_node_leads_itself_and_hears_its_own_broadcast() {
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(Node::start(config(dir.path(), 0, &[])).await.unwrap());
-    let recorder = Recorder::default();
+    let recorder = Recorder::greeting();
     tokio::spawn(group::run(node.clone(), recorder.clone()));
     let id = node.id();
     let expected = vec![
@@ -140,7 +147,22 @@ async fn callbacks_fire_once_per_change_and_messages_reach_their_targets() {
     for (n, r) in nodes.iter().zip(&recorders) {
         tokio::spawn(group::run(n.clone(), r.clone()));
     }
-    // The leader greets on promotion; everyone hears it once.
+    // Once every runner reports its role (so every node listens), the leader greets through
+    // the same broadcast_to_all its callbacks use; everyone hears it once.
+    let primed = wait_for(Duration::from_secs(3), || {
+        recorders
+            .iter()
+            .all(|r| r.log().iter().any(|l| l.starts_with("promote_")))
+    })
+    .await;
+    assert!(
+        primed,
+        "{:?}",
+        recorders.iter().map(Recorder::log).collect::<Vec<_>>()
+    );
+    b.broadcast(b"hello from the leader".to_vec())
+        .await
+        .unwrap();
     let greeting = format!("leader_message from={} hello from the leader", b.id());
     let ok = wait_for(Duration::from_secs(3), || {
         recorders.iter().all(|r| r.log().contains(&greeting))
